@@ -1,0 +1,66 @@
+"""Model configuration with TransformerLens field names.
+
+``-1`` is TransformerLens's sentinel for "derive it": ``d_head = d_model // n_heads``,
+``d_mlp = 4 * d_model``; ``d_vocab`` and ``n_ctx`` are filled from the task, ``d_vocab_out``
+from ``d_vocab``. A run's ``config.yaml`` always holds the resolved numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    architecture: Literal["transformer"] = "transformer"
+    n_layers: int = 4  # distinct blocks; with n_loops > 1 the stack runs n_loops times
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = -1
+    d_mlp: int = -1
+    d_vocab: int = -1
+    d_vocab_out: int = -1
+    n_ctx: int = -1
+    act_fn: Literal["gelu_new", "gelu", "relu"] = "gelu_new"
+    normalization_type: Literal["LN"] | None = "LN"  # None: the no-LayerNorm model of Nanda et al.
+    tie_word_embeddings: bool = True  # GPT-2 default, as in Wang et al.
+    dropout: float = 0.0  # GPT-2 uses 0.1 (resid, embed, attn); CPU presets train without
+    n_loops: int = 1  # cross-layer parameter sharing: Wang et al. App. E.2 loops 4 blocks twice
+    init_mode: Literal["gpt2", "nanda"] = "gpt2"
+    initializer_range: float = 0.02  # std of N(0, .) in gpt2 init
+    init_scale: float = 1.0  # Omnigrok's alpha: every initial parameter multiplied by it
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        for f in ("n_layers", "d_model", "n_heads", "n_loops"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"model.{f} must be a positive integer, got {getattr(self, f)}")
+        if self.d_head == -1 and self.d_model % self.n_heads:
+            raise ValueError(
+                f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}; "
+                "choose n_heads dividing d_model or set model.d_head"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        return self
+
+    def resolved(self, d_vocab: int, n_ctx: int) -> "ModelConfig":
+        """A copy with every sentinel replaced by its value."""
+        d = self.model_dump()
+        d["d_vocab"] = d_vocab if self.d_vocab == -1 else self.d_vocab
+        d["d_vocab_out"] = d["d_vocab"] if self.d_vocab_out == -1 else self.d_vocab_out
+        d["n_ctx"] = n_ctx if self.n_ctx == -1 else self.n_ctx
+        d["d_head"] = self.d_model // self.n_heads if self.d_head == -1 else self.d_head
+        d["d_mlp"] = 4 * self.d_model if self.d_mlp == -1 else self.d_mlp
+        if self.tie_word_embeddings and d["d_vocab_out"] != d["d_vocab"]:
+            raise ValueError("model.tie_word_embeddings needs d_vocab_out == d_vocab")
+        if d["n_ctx"] < n_ctx:
+            raise ValueError(f"model.n_ctx {d['n_ctx']} is shorter than the task's {n_ctx} tokens")
+        return ModelConfig(**d)
+
+    @property
+    def n_effective_layers(self) -> int:
+        return self.n_layers * self.n_loops

@@ -1,0 +1,21 @@
+"""Seeded synthetic tasks. Importing this package registers every task."""
+
+from groklab.tasks import comparison as _comparison  # noqa: F401,E402
+
+# Each module registers its tasks on import.
+from groklab.tasks import composition as _composition  # noqa: F401,E402
+from groklab.tasks.base import TOKEN_TYPES, Split, TaskData, TaskError, Vocab
+from groklab.tasks.registry import TASKS, TaskConfig, make_task, register, task_spec
+
+__all__ = [
+    "TOKEN_TYPES",
+    "TASKS",
+    "Split",
+    "TaskConfig",
+    "TaskData",
+    "TaskError",
+    "Vocab",
+    "make_task",
+    "register",
+    "task_spec",
+]

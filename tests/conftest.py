@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from groklab.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(42)
+
+
+TINY_SETS = [
+    "task.entities=40", "task.relations=6", "task.out_degree=3", "task.phi=2.0",
+    "model.n_layers=2", "model.d_model=32", "model.n_heads=2",
+    "train.batch_size=128", "train.eval_every=50", "train.checkpoint_every=100",
+    "train.resume_every=40", "train.lr=3e-3",
+]
+
+
+@pytest.fixture
+def tiny_cfg():
+    """A composition run small enough to train hundreds of steps in a few seconds."""
+
+    def make(*extra: str, steps: int = 200):
+        return load_config("composition", None, [*TINY_SETS, f"train.steps={steps}", *extra])
+
+    return make

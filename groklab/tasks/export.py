@@ -34,18 +34,11 @@ import numpy as np
 from groklab.tasks.base import Split, TaskData, TaskError, Vocab
 
 
-def _write_atomic(path: Path, text_chunks) -> None:
-    """Write to a temp file in the same directory, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in text_chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write(path: Path, text_chunks) -> None:
+    # Plain writes: the whole directory is built under a temporary name and renamed at the end.
+    with open(path, "w", encoding="utf-8") as f:
+        for chunk in text_chunks:
+            f.write(chunk)
 
 
 def _rows(name: str, split: Split, vocab: Vocab):
@@ -109,10 +102,13 @@ def export_task(data: TaskData, out_dir: Path) -> None:
     splits = {"train": data.train, **data.probes}
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        _write_atomic(tmp_dir / "vocab.json", [json.dumps(data.vocab.to_json(), indent=1)])
-        _write_atomic(tmp_dir / "info.json", [json.dumps(_jsonable(data.info), indent=1)])
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp makes it private
+        _write(tmp_dir / "vocab.json", [json.dumps(data.vocab.to_json(), indent=1)])
+        _write(tmp_dir / "info.json", [json.dumps(_jsonable(data.info), indent=1)])
         for name, split in splits.items():
-            _write_atomic(tmp_dir / f"{name}.jsonl", _rows(name, split, data.vocab))
+            _write(tmp_dir / f"{name}.jsonl", _rows(name, split, data.vocab))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename cannot replace it portably
         os.replace(tmp_dir, out_dir)

@@ -6,7 +6,8 @@
     run = groklab.load_run("runs/c1")
 """
 
-from groklab.api import load_config, load_run, make_task, train
+import groklab.report as report  # a callable package: groklab.report(run) -> report.html
+from groklab.api import analyses, analyze, load_config, load_run, make_task, train
 
 __version__ = "0.1.0"
-__all__ = ["load_config", "load_run", "make_task", "train"]
+__all__ = ["analyses", "analyze", "load_config", "load_run", "make_task", "report", "train"]

@@ -1,4 +1,5 @@
-"""The Python API, as short as the CLI: ``make_task``, ``train``, ``load_run``."""
+"""The Python API, as short as the CLI: ``make_task``, ``train``, ``load_run``, ``analyze``,
+``report``."""
 
 from __future__ import annotations
 
@@ -89,4 +90,57 @@ def load_run(path: str | Path) -> LoadedRun:
     return LoadedRun(path)
 
 
-__all__ = ["load_config", "load_run", "make_task", "train"]
+def analyses() -> list[str]:
+    """Names of the analyses :func:`analyze` can run: modules of :mod:`groklab.analysis` with a
+    ``run`` function (found by name, so a new module is available without registering it)."""
+    import importlib
+    import pkgutil
+
+    import groklab.analysis as pkg
+
+    names = []
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name.startswith("_"):
+            continue
+        try:
+            mod = importlib.import_module(f"groklab.analysis.{m.name}")
+        except ImportError:  # an optional dependency missing: not available here
+            continue
+        if callable(getattr(mod, "run", None)):
+            names.append(m.name)
+    return sorted(names)
+
+
+def analyze(run: str | Path | LoadedRun, name: str, *, save: bool = True, **kwargs):
+    """Run ``groklab.analysis.<name>.run(run, **kwargs)``; with ``save`` its arrays and figures
+    go to RUN/analysis and RUN/figures, where ``report`` finds them. Returns the result.
+
+    >>> lens = groklab.analyze("runs/c1", "logit_lens", checkpoints="last")
+    """
+    import importlib
+
+    module_name = name.replace("-", "_")
+    available = analyses()
+    if module_name not in available:
+        import difflib
+
+        close = difflib.get_close_matches(module_name, available, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown analysis '{name}'{hint} available: "
+                         f"{', '.join(available) or 'none'}")
+    module = importlib.import_module(f"groklab.analysis.{module_name}")
+    source = run if isinstance(run, LoadedRun) else Path(run)
+    result = module.run(source, **kwargs)
+    if save and hasattr(result, "save"):
+        result.save(source.path if isinstance(source, LoadedRun) else source)
+    return result
+
+
+def report(run: str | Path | LoadedRun) -> Path:
+    """Write RUN/report.html (curves, config, summary, every analysis present); returns its path."""
+    from groklab.report import build_report
+
+    return build_report(run.path if isinstance(run, LoadedRun) else run)  # = groklab.report(run)
+
+
+__all__ = ["analyses", "analyze", "load_config", "load_run", "make_task", "report", "train"]

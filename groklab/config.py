@@ -37,6 +37,8 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio at the last step
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast is ~14x slower on CPU: GPU only
+    cuda_graph: bool = False  # whole step as one CUDA graph (train/cuda_graph.py); eager on CPU
+    loss_dtype: Literal["fp32", "fp64"] = "fp32"  # fp64: Nanda et al.'s training loss (tiny losses)
     seed: int = 0  # model init, batch draws, dropout (the data seed is task.seed)
     device: str = "auto"  # auto: cuda when available, else cpu
     eval_every: int = 250  # linear evaluation schedule ...
@@ -46,7 +48,18 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = 1000  # weights-only snapshots for analysis over time ...
     checkpoint_per_decade: int = 4  # ... plus log-spaced ones
     resume_every: int = 500  # rolling resumable checkpoint: a kill loses at most this many steps
-    tensorboard: bool = False
+    tensorboard: bool = False  # also write TensorBoard event files into the run directory
+    wandb: bool = False  # also log every metrics row to Weights & Biases (train/loggers.py)
+    # Accelerators (groklab/train/accelerators.py); the defaults leave plain AdamW + softmax CE.
+    optimizer: Literal["adamw", "ortho_adamw"] = "adamw"  # ortho_adamw: AdamW on ⊥Grad
+    loss: Literal["cross_entropy", "stablemax"] = "cross_entropy"  # stablemax: in float64
+    grokfast: Literal["none", "ema", "ma"] = "none"  # slow-gradient amplifier (Lee et al. 2024)
+    grokfast_alpha: float = 0.98  # EMA momentum
+    grokfast_lamb: float | None = None  # amplification; None: published default (EMA 2.0, MA 5.0)
+    grokfast_window: int = 100  # MA window; no-op until it fills
+    weight_decay_warmup_steps: int = 0  # ramp weight decay linearly from 0 over these steps
+    weight_decay_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay_min_ratio: float = 0.0  # cosine decays weight decay to this fraction of it
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -64,6 +77,19 @@ class TrainConfig(BaseModel):
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"train.betas must lie in [0, 1), got {list(self.betas)}")
+        if not 0 <= self.grokfast_alpha < 1:
+            raise ValueError(f"train.grokfast_alpha must lie in [0, 1), got {self.grokfast_alpha}")
+        if self.grokfast_lamb is not None and self.grokfast_lamb < 0:
+            raise ValueError(f"train.grokfast_lamb must be >= 0 (or null), got {self.grokfast_lamb}")
+        if self.grokfast_window <= 0:
+            raise ValueError(f"train.grokfast_window must be a positive integer, got "
+                             f"{self.grokfast_window}")
+        if self.weight_decay_warmup_steps < 0:
+            raise ValueError(f"train.weight_decay_warmup_steps must be >= 0, got "
+                             f"{self.weight_decay_warmup_steps}")
+        if not 0 <= self.weight_decay_min_ratio <= 1:
+            raise ValueError(f"train.weight_decay_min_ratio must lie in [0, 1], got "
+                             f"{self.weight_decay_min_ratio}")
         return self
 
 

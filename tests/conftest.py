@@ -1,7 +1,16 @@
+import os
+
+# The test models are tiny: a second OpenMP thread only adds synchronisation, and on a loaded
+# 2-core machine spinning threads slow a suite down several-fold. Subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 
 from groklab.config import load_config
+
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -88,8 +88,9 @@ def test_train_prints_the_story(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "composition", *sets(*TINY_SETS, "train.steps=20"), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "did not memorize" in result.output or "memorized" in result.output
-    assert "in-distribution (test_id)" in result.output
+    assert "memorized" in result.output or "training set" in result.output
+    assert "in distribution (test_id)" in result.output
+    assert "out of distribution (test_ood)" in result.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 20
 
 

@@ -2,9 +2,10 @@
 
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import ActivationCache, HookedRootModule, HookPoint, get_act_name
+from groklab.models.mlp import MLP, PairMLP
 from groklab.models.transformer import HookedTransformer
 
-MODELS = {"transformer": HookedTransformer}
+MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP}
 
 
 def build_model(cfg: ModelConfig):
@@ -16,7 +17,9 @@ __all__ = [
     "HookPoint",
     "HookedRootModule",
     "HookedTransformer",
+    "MLP",
     "ModelConfig",
+    "PairMLP",
     "build_model",
     "get_act_name",
 ]

@@ -15,12 +15,15 @@ from pydantic import BaseModel, ConfigDict, model_validator
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    architecture: Literal["transformer"] = "transformer"
+    # pair_mlp: the PAIR one-layer MLP on (a, b) with a factored, tied embedding (models/mlp.py);
+    # mlp: a one-hidden-layer MLP on the concatenated one-hot tokens (sparse parity)
+    architecture: Literal["transformer", "pair_mlp", "mlp"] = "transformer"
     n_layers: int = 4  # distinct blocks; with n_loops > 1 the stack runs n_loops times
     d_model: int = 128
     n_heads: int = 4
     d_head: int = -1
-    d_mlp: int = -1
+    d_mlp: int = -1  # also the hidden width of pair_mlp and mlp
+    d_embed: int = -1  # pair_mlp: width of the factored embedding W_E (-1: d_model)
     d_vocab: int = -1
     d_vocab_out: int = -1
     n_ctx: int = -1
@@ -55,7 +58,9 @@ class ModelConfig(BaseModel):
         d["n_ctx"] = n_ctx if self.n_ctx == -1 else self.n_ctx
         d["d_head"] = self.d_model // self.n_heads if self.d_head == -1 else self.d_head
         d["d_mlp"] = 4 * self.d_model if self.d_mlp == -1 else self.d_mlp
-        if self.tie_word_embeddings and d["d_vocab_out"] != d["d_vocab"]:
+        d["d_embed"] = self.d_model if self.d_embed == -1 else self.d_embed
+        tied = self.architecture == "transformer" and self.tie_word_embeddings
+        if tied and d["d_vocab_out"] != d["d_vocab"]:
             raise ValueError("model.tie_word_embeddings needs d_vocab_out == d_vocab")
         if d["n_ctx"] < n_ctx:
             raise ValueError(f"model.n_ctx {d['n_ctx']} is shorter than the task's {n_ctx} tokens")

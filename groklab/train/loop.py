@@ -20,9 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from groklab.config import Config, build_config
+from groklab.config import Config, ConfigError, build_config
 from groklab.models import build_model
 from groklab.tasks import Split, TaskData, make_task
+from groklab.train.accelerators import Accelerators
+from groklab.train.cuda_graph import make_graphed_step
+from groklab.train.forecast import summary_forecast
+from groklab.train.loggers import check_loggers, open_loggers
 from groklab.train.progress import make_progress
 from groklab.train.rundir import (
     RunDir,
@@ -54,8 +58,12 @@ def train_probe(data: TaskData, size: int) -> Split:
 
 
 @torch.no_grad()
-def evaluate(model, probes: dict[str, Split], batch_size: int, autocast) -> dict[str, float]:
-    """Loss and accuracy at the answer position for every probe; one host sync at the end."""
+def evaluate(model, probes: dict[str, Split], batch_size: int, autocast,
+             loss_fn=None) -> dict[str, float]:
+    """Loss and accuracy at the answer position for every probe; one host sync at the end.
+
+    ``loss_fn(logits, targets, reduction="sum")`` replaces softmax cross-entropy (the run's
+    training loss, e.g. StableMax, so train and test losses stay comparable)."""
     was_training = model.training
     model.eval()
     sums = []
@@ -66,7 +74,7 @@ def evaluate(model, probes: dict[str, Split], batch_size: int, autocast) -> dict
             x, ap, y = (t[i : i + batch_size] for t in (split.inputs, split.answer_pos, split.targets))
             with autocast():
                 logits = model(x, ap).float()
-            loss += F.cross_entropy(logits, y, reduction="sum")
+            loss += (loss_fn or F.cross_entropy)(logits, y, reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
         sums.append(torch.stack([loss, correct]) / max(len(split), 1))
     values = torch.stack(sums).tolist() if sums else []
@@ -94,6 +102,16 @@ def prepare_out_dir(out: Path) -> None:
         raise RunDirError(f"--out '{out}' exists and is not an empty directory; choose a new --out")
 
 
+def _check_answer_vocab(data: TaskData, d_vocab_out: int) -> None:
+    """Every target must be a logit the model has (d_vocab_out may cut the vocabulary short)."""
+    top = max(int(s.targets.max()) for s in (data.train, *data.probes.values()) if len(s))
+    if top >= d_vocab_out:
+        raise ConfigError(
+            f"model.d_vocab_out {d_vocab_out} leaves out answer token {top} of task "
+            f"'{data.name}'; set model.d_vocab_out >= {top + 1} (or -1 for the whole vocabulary)"
+        )
+
+
 class Run:
     """A training run bound to its directory. ``Run.start`` or ``Run.resume``, then ``.train()``."""
 
@@ -103,6 +121,7 @@ class Run:
         self.device = resolve_device(cfg.train.device)
         self.data = data if data is not None else make_task(cfg.task)
         self.model_cfg = cfg.model.resolved(len(self.data.vocab), self.data.seq_len)
+        _check_answer_vocab(self.data, self.model_cfg.d_vocab_out)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(self.model_cfg).to(self.device)
         tc = cfg.train
@@ -111,7 +130,11 @@ class Run:
             self.model.parameter_groups(tc.weight_decay),
             lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, fused=fused,
         )
+        self.accel = Accelerators(tc, self.model, self.optimizer)  # all no-ops by default
+        check_loggers(tc)  # a missing tensorboard / wandb fails before the run directory exists
+        self.loggers: list = []  # opened by train(): TensorBoard, W&B copies of metrics rows
         self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
+        self.loss_dtype = torch.float64 if tc.loss_dtype == "fp64" else torch.float32
         self.train_split = self.data.train.to(self.device)
         self.probes = {"train": train_probe(self.data, tc.train_probe_size).to(self.device)}
         self.probes.update({k: v.to(self.device) for k, v in self.data.probes.items()})
@@ -127,10 +150,11 @@ class Run:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def start(cls, cfg: Config, out: Path, command: str | None = None) -> "Run":
+    def start(cls, cfg: Config, out: Path, command: str | None = None,
+              data: TaskData | None = None) -> "Run":
         """Validate everything, then create the directory and write config.yaml before step 0."""
         prepare_out_dir(out)
-        run = cls(cfg, out)
+        run = cls(cfg, out, data=data)
         resolved = cfg.model_copy(update={"model": run.model_cfg})
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.dir.config_path, resolved.to_yaml())
@@ -139,10 +163,10 @@ class Run:
         return run
 
     @classmethod
-    def resume(cls, run_dir: Path) -> "Run":
+    def resume(cls, run_dir: Path, data: TaskData | None = None) -> "Run":
         rd = RunDir(run_dir)
         cfg = build_config(rd.read_config_tree())
-        run = cls(cfg, run_dir)
+        run = cls(cfg, run_dir, data=data)
         if rd.resume_path.exists():
             try:
                 state = torch.load(rd.resume_path, map_location=run.device, weights_only=False)
@@ -170,6 +194,7 @@ class Run:
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
             "elapsed": self.elapsed_now(),
+            "accelerators": self.accel.state_dict(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -183,6 +208,7 @@ class Run:
         self.loss_count = state["loss_count"]
         self.step = state["step"]
         self.elapsed = state["elapsed"]
+        self.accel.load_state_dict(state.get("accelerators"))
 
     # ------------------------------------------------------------------ the loop
 
@@ -198,6 +224,7 @@ class Run:
         tc = self.cfg.train
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.accel.set_weight_decay(self.step)
         split = self.train_split
         if tc.batch_size == 0 or tc.batch_size >= len(split):
             x, ap, y = split.inputs, split.answer_pos, split.targets
@@ -207,8 +234,12 @@ class Run:
             x, ap, y = split.inputs[idx], split.answer_pos[idx], split.targets[idx]
         with self.autocast():
             logits = self.model(x, ap)
-        loss = F.cross_entropy(logits.float(), y)
+        if self.accel.loss is not None:
+            loss = self.accel.loss(logits, y)
+        else:
+            loss = F.cross_entropy(logits.to(self.loss_dtype), y)
         loss.backward()
+        self.accel.filter_gradients()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
@@ -220,11 +251,14 @@ class Run:
         if self.loss_count:
             row["train_loss"] = round(float(self.loss_sum) / self.loss_count, 6)
         row["weight_norm"] = round(weight_norm(self.model), 4)
-        row.update(evaluate(self.model, self.probes, self.cfg.train.eval_batch_size, self.autocast))
+        row.update(evaluate(self.model, self.probes, self.cfg.train.eval_batch_size, self.autocast,
+                            loss_fn=self.accel.loss))
         self.loss_sum.zero_()
         self.loss_count = 0
         with open(self.dir.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        for logger in self.loggers:
+            logger.log(row)
         return row
 
     def check_finite(self, since: int) -> None:
@@ -248,12 +282,15 @@ class Run:
             round(summary["steps"] / summary["wall_time_s"], 3) if summary.get("wall_time_s") else None
         )
         summary["device"] = str(self.device)
+        summary["forecast"] = summary_forecast(rows, self.data.id_split, self.cfg.train.steps)
         atomic_write_text(self.dir.summary_path, json.dumps(summary, indent=1) + "\n")
         return summary
 
     def train(self, progress: bool = False) -> dict:
         tc = self.cfg.train
         self._t0 = time.perf_counter()
+        self.loggers = open_loggers(self.cfg, self.dir.path, start_step=self.step)
+        graphed = make_graphed_step(self)  # None unless train.cuda_graph on a CUDA device
         self.model.train()
         self.last_good = self.step
         last_check = self.step
@@ -283,10 +320,12 @@ class Run:
                     self.write_summary(status="running")
                 if self.step >= tc.steps:
                     break
-                self.loss_sum += self.train_step(lr)
+                self.loss_sum += graphed(lr) if graphed else self.train_step(lr)
                 self.loss_count += 1
                 self.step += 1
                 bar.advance(self.step)
+        for logger in self.loggers:
+            logger.close()
         return self.write_summary(status="completed")
 
 

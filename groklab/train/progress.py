@@ -1,4 +1,5 @@
-"""A rich progress bar: step, steps/s, train / ID / OOD accuracy, time left.
+"""A rich progress bar: step, steps/s, train / ID / OOD accuracy, the grokking forecast
+(groklab/train/forecast.py), time left.
 
 Redrawn at most a few times a second, so it costs nothing measurable even when a step takes
 well under a millisecond. When disabled (tests, non-interactive use) every method is a no-op.
@@ -16,6 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from groklab.train.forecast import forecast
 
 
 class _Quiet:
@@ -53,6 +56,7 @@ class _Bar(_Quiet):
         self.task = self.progress.add_task("train", total=total, completed=start,
                                            rate="-", acc="")
         self.start_step, self.t0, self.last = start, time.perf_counter(), 0.0
+        self.total, self.id_split, self.rows = total, id_split, []  # rows feed the forecast
 
     def __enter__(self):
         self.progress.__enter__()
@@ -73,6 +77,9 @@ class _Bar(_Quiet):
         acc = "  ".join(
             f"{label} {row[f'acc/{s}']:.3f}" for label, s in self.splits if f"acc/{s}" in row
         )
+        self.rows.append(row)
+        if self.id_split:  # will the ID split reach 0.95 within the budget, and when?
+            acc += "  " + forecast(self.rows, self.id_split, 0.95, self.total).short()
         self.progress.update(self.task, completed=row["step"], acc=acc)
 
 

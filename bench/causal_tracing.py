@@ -18,6 +18,7 @@ the speedups, the max abs difference of the logits against the batched grid, and
 causal-strength grids are identical. Target: batched >= 20x faster than the example loop.
 
     python bench/causal_tracing.py [--run RUN] [--examples 300] [--threads 1] [--repeats 3]
+                                   [--device cpu|cuda]
 
 Without ``--run`` the model is composition-small's shape with random weights on
 composition-small's task (timing and agreement do not depend on training).
@@ -26,6 +27,7 @@ composition-small's task (timing and agreement do not depend on training).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -68,7 +70,8 @@ def example_loop(model, tokens, ap, cfs):
     """Per example: run each counterfactual, then per layer patch its state into the clean run."""
     n_layers = model.cfg.n_effective_layers
     names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
-    out = torch.empty(n_layers, len(cfs), tokens.shape[0], model.cfg.d_vocab_out)
+    out = torch.empty(n_layers, len(cfs), tokens.shape[0], model.cfg.d_vocab_out,
+                      device=tokens.device)
     for i in range(tokens.shape[0]):
         for s, c in enumerate(cfs):
             _, cache = model.run_with_cache(c.tokens[i : i + 1], names_filter=names)
@@ -84,16 +87,23 @@ def example_loop(model, tokens, ap, cfs):
     return out
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def strength(logits, clean_top1, valid):
-    changed = (logits.argmax(-1) != clean_top1).float().numpy()  # [layers, slots, n]
+    changed = (logits.argmax(-1) != clean_top1).float().cpu().numpy()  # [layers, slots, n]
     return (changed * valid).sum(-1) / valid.sum(-1)
 
 
 def timed(fn, repeats):
     best, out = float("inf"), None
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         out = fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best, out
 
@@ -104,13 +114,20 @@ def main() -> None:
     ap_.add_argument("--examples", type=int, default=300)
     ap_.add_argument("--threads", type=int, default=1)
     ap_.add_argument("--repeats", type=int, default=3)
+    ap_.add_argument("--device", default="cpu", help="cpu or cuda (the GPU shows launch savings)")
     args = ap_.parse_args()
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
 
     model, task, what = load(args.run)
+    model = model.to(dev)
     ex, _ = sample_examples(task.probes["train_inferred"], args.examples, seed=0)
-    cfs = counterfactuals(task, ex, seed=0)
-    tokens, ap = ex.inputs, ex.answer_pos
+    cfs = [dataclasses.replace(c, tokens=c.tokens.to(dev))
+           for c in counterfactuals(task, ex, seed=0)]
+    tokens, ap = ex.inputs.to(dev), ex.answer_pos.to(dev)
+    # One untimed pass of each kind so cuBLAS/allocator warm-up is not in the first timing.
+    batched(model, tokens, ap, cfs)
+    cell_loop(model, tokens, ap, cfs)
     with torch.no_grad():
         clean_top1 = model(tokens, ap).argmax(-1)
     valid = np.stack([c.valid for c in cfs]).astype(float)
@@ -123,6 +140,7 @@ def main() -> None:
     print(json.dumps({
         "model": what,
         "grid": f"{n_layers} layers x {len(cfs)} slots x {len(tokens)} examples",
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "seconds": {"batched": round(t_b, 4), "cell_loop": round(t_c, 4),
                     "example_loop": round(t_e, 3)},

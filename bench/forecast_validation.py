@@ -17,8 +17,8 @@ Reported: accuracy of the grok / no-grok call ("wait" counts as no-grok), and fo
 grokked later than the forecast step and were called "grok", the error of the forecast step
 (median and max of |log2(forecast / actual)|; runs that had already grokked are not counted).
 
-    python bench/forecast_validation.py --out bench/results/forecast   # trains missing runs
-    python bench/forecast_validation.py --out bench/results/forecast --no-train  # score only
+    python bench/forecast_validation.py --out runs/forecast-validation   # trains missing runs
+    python bench/forecast_validation.py --out runs/forecast-validation --no-train  # score only
 
 Runs are cached under ``--out`` (one run directory each); a rerun trains only what is missing.
 """
@@ -139,7 +139,7 @@ def fmt(x, nd=2):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="bench/results/forecast")
+    ap.add_argument("--out", default="runs/forecast-validation")
     ap.add_argument("--p", type=int, default=47)
     ap.add_argument("--steps", type=int, default=3000, help="budget of every run")
     ap.add_argument("--at", type=int, default=300, help="the step at which the forecast is made")

@@ -7,13 +7,19 @@ same machine, data and model?
 Method: every recipe is a ``groklab.train`` run of the same task and model (only ``train.*``
 differs), trained until the threshold split first reaches the threshold at an evaluation (or a
 step cap), in one process, one after another. Evaluations are on the same schedule for every
-recipe of a task, and their cost is in the wall time. Reported per recipe: steps and wall seconds
-to the threshold, ms per step, and the ratios against the fastest recipe. A recipe that hits its
-cap is reported as "> N steps"; for the canonical modular recipe a step-time-based extrapolation
-to the published ~14k steps (anchors.md section 2) is printed as well, labelled as such.
+recipe of a task, and their cost is in the wall time. Each recipe runs with several seeds
+(``task.seed`` = ``train.seed``: another split and another init); reported are the steps of
+every seed, the median steps and wall seconds (a capped seed counts as its cap, and the median is
+then marked as a lower bound "> N"), ms per step, the step at which the training split was
+memorized (train accuracy 0.99), and the ratios of the medians against the fast preset. The
+canonical modular recipe runs once, capped (``--canonical-steps``); its time to grok is then
+also extrapolated from its measured step time to the published ~14k steps (anchors.md section
+2), labelled as an extrapolation.
 
-    python bench/time_to_grok.py                        # both tasks (composition: ~10 min+)
-    python bench/time_to_grok.py --task modular --canonical-steps 2000
+    python bench/time_to_grok.py                        # both tasks (composition: ~15 min)
+    python bench/time_to_grok.py --task modular --canonical-steps 2000 --seeds 0,1,2
+    python bench/time_to_grok.py --task ablations   # each accelerator on the tuned AdamW
+    python bench/time_to_grok.py --task grokfast    # Grokfast on the canonical recipe
 
 Tasks and recipes:
   modular      (a + b) mod 113, 30% train, the Nanda one-layer transformer (``modular-nanda``),
@@ -25,6 +31,13 @@ Tasks and recipes:
   composition  ``composition-small`` to 0.95 test_id:
                  AdamW best     composition-small (lr 1e-3, wd 1.0; ~3.5k steps in tasks.md)
                  composition-fast
+  ablations    the modular task, the tuned AdamW (lr 3e-3, wd 5) alone and with one
+               accelerator added at its published defaults: Grokfast EMA (alpha 0.98,
+               lambda 2), Grokfast MA (window 100, lambda 5), StableMax, perpendicular AdamW
+               (with wd 0 too, as Prieto et al. run it), and the weight-decay warmup of
+               modular-fast. This is the evidence for what the fast presets use.
+  grokfast     the modular task, the canonical recipe (lr 1e-3, wd 1: the slow setting that
+               Grokfast was published on) alone and with Grokfast EMA / MA, seed 0.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ def run_to_threshold(preset: str, sets: list[str], split: str, threshold: float,
     """
     cfg = load_config(preset, None, [*sets, *eval_sets])
     tc = cfg.train
-    if tc.lr_schedule == "constant" and tc.weight_decay_schedule == "constant":
+    if tc.lr_schedule == "constant":
         tc.steps = cap
     with tempfile.TemporaryDirectory() as tmp:
         run = Run.start(cfg, Path(tmp) / "run")
@@ -93,86 +106,157 @@ def run_to_threshold(preset: str, sets: list[str], split: str, threshold: float,
     }
 
 
-def fmt_steps(r: dict) -> str:
-    return str(r["steps"]) if r["steps"] is not None else f"> {r['steps_run']}"
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def fmt_wall(r: dict) -> str:
-    return f"{r['wall_s']:.1f}" if r["wall_s"] is not None else f"> {r['wall_run_s']:.1f}"
+def run_recipe(preset: str, sets: list[str], seeds: list[int], split: str, threshold: float,
+               cap: int, eval_sets: list[str]) -> dict:
+    """One recipe over seeds (``task.seed`` = ``train.seed`` = s: another split and init)."""
+    per = [run_to_threshold(preset, [*sets, f"task.seed={s}", f"train.seed={s}"], split,
+                            threshold, cap, eval_sets) for s in seeds]
+    hits = [r for r in per if r["steps"] is not None]
+    # Median over seeds, a miss counting as its cap (so a miss can only raise the median).
+    steps = _median([r["steps"] if r["steps"] is not None else r["steps_run"] for r in per])
+    wall = _median([r["wall_s"] if r["wall_s"] is not None else r["wall_run_s"] for r in per])
+    return {"seeds": seeds, "per_seed": per, "hits": len(hits), "median_steps": steps,
+            "median_wall_s": round(wall, 2), "all_hit": len(hits) == len(per),
+            "ms_per_step": round(_median([r["ms_per_step"] for r in per]), 1)}
 
 
-def table(task: str, results: dict[str, dict], fast: str, extrapolate: bool) -> list[str]:
+def _steps_cell(r: dict) -> str:
+    return ", ".join(str(x["steps"]) if x["steps"] is not None else f"> {x['steps_run']}"
+                     for x in r["per_seed"])
+
+
+def table(title: str, results: dict[str, dict], fast: str, extrapolate: bool) -> list[str]:
     f = results[fast]
-    out = [f"\n## {task}\n",
-           "| recipe | steps to threshold | wall s to threshold | ms/step | memorized at | "
-           "steps / fast | wall / fast |", "|---|---|---|---|---|---|---|"]
+    out = [f"\n## {title}\n", f"ratios against: {fast}\n",
+           "| recipe | steps to threshold (per seed) | median steps | median wall s | ms/step | "
+           "memorized at | steps / ref | wall / ref |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        if r["steps"] is not None and f["steps"]:
-            sr, wr = f"{r['steps'] / f['steps']:.1f}x", f"{r['wall_s'] / f['wall_s']:.1f}x"
-        elif f["steps"]:
-            sr = f"> {r['steps_run'] / f['steps']:.1f}x"
-            wr = f"> {r['wall_run_s'] / f['wall_s']:.1f}x"
-        else:
-            sr = wr = "-"
-        out.append(f"| {name} | {fmt_steps(r)} | {fmt_wall(r)} | {r['ms_per_step']} | "
-                   f"{r['memorized_at']} | {sr} | {wr} |")
+        gt = "" if r["all_hit"] else "> "  # a capped run makes the median a lower bound
+        ratio_s = f"{gt}{r['median_steps'] / f['median_steps']:.1f}x"
+        ratio_w = f"{gt}{r['median_wall_s'] / f['median_wall_s']:.1f}x"
+        mem = ", ".join(str(x["memorized_at"]) for x in r["per_seed"])
+        out.append(f"| {name} | {_steps_cell(r)} | {gt}{r['median_steps']:g} | "
+                   f"{gt}{r['median_wall_s']:.1f} | {r['ms_per_step']} | {mem} | {ratio_s} | "
+                   f"{ratio_w} |")
     can = results.get("canonical")
-    if extrapolate and can is not None and can["steps"] is None and f["wall_s"]:
+    if extrapolate and can is not None and not can["all_hit"]:
         est = can["ms_per_step"] / 1000 * CANONICAL_PUBLISHED_STEPS
-        out.append(f"\nEXTRAPOLATED, not measured: canonical at its measured {can['ms_per_step']} "
-                   f"ms/step x {CANONICAL_PUBLISHED_STEPS} published steps = {est:.0f} s, "
-                   f"{est / f['wall_s']:.0f}x the wall time of {fast}.")
+        out.append(f"\nEXTRAPOLATED, not measured: the canonical recipe at its measured "
+                   f"{can['ms_per_step']} ms/step x {CANONICAL_PUBLISHED_STEPS:,} published steps "
+                   f"(anchors.md section 2) = {est:.0f} s, {est / f['median_wall_s']:.0f}x the "
+                   f"median wall time of {fast}.")
     return out
 
 
-def modular(a) -> list[str]:
+def modular(a) -> tuple[list[str], dict]:
     evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
              "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
              "train.resume_every=100000"]
     recipes = {
-        "canonical": ("modular-nanda", [], a.canonical_steps),
+        "canonical": ("modular-nanda", [], a.canonical_steps, [0]),
         "AdamW tuned (tasks.md: lr 3e-3, wd 5)": (
-            "modular-nanda", ["train.lr=3e-3", "train.weight_decay=5"], a.cap),
+            "modular-nanda", ["train.lr=3e-3", "train.weight_decay=5"], a.cap, a.seeds),
         "AdamW retuned (lr 6e-3, wd 5, betas 0.9/0.9)": (
             "modular-nanda", ["train.lr=6e-3", "train.weight_decay=5", "train.betas=[0.9,0.9]"],
-            a.cap),
-        "modular-fast": ("modular-fast", [], a.cap),
+            a.cap, a.seeds),
+        "modular-fast": ("modular-fast", [], a.cap, a.seeds),
     }
     results = {}
-    for name, (preset, sets, cap) in recipes.items():
-        results[name] = run_to_threshold(preset, sets, "test", 0.99, cap, evals)
-        print(f"  {name}: {fmt_steps(results[name])} steps, {fmt_wall(results[name])} s",
-              file=sys.stderr, flush=True)
-    return table("modular addition mod 113, 30% train, Nanda 1-layer: steps / wall time to "
-                 "0.99 test accuracy", results, "modular-fast", extrapolate=True), results
+    for name, (preset, sets, cap, seeds) in recipes.items():
+        results[name] = run_recipe(preset, sets, seeds, "test", 0.99, cap, evals)
+        print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
+    return table("modular addition mod 113, 30% train, Nanda 1-layer: to 0.99 test accuracy",
+                 results, "modular-fast", extrapolate=True), results
 
 
-def composition(a) -> list[str]:
+def composition(a) -> tuple[list[str], dict]:
     evals = ["train.eval_every=100", "train.eval_per_decade=4", "train.checkpoint_every=0",
              "train.checkpoint_per_decade=0", "train.resume_every=100000"]
     recipes = {
-        "AdamW best (composition-small: lr 1e-3, wd 1)": ("composition-small", [],
-                                                          a.composition_cap),
-        "composition-fast": ("composition-fast", [], a.composition_cap),
+        "canonical (the paper's lr 1e-4, wd 0.1)": (
+            "composition-small", ["train.lr=1e-4", "train.weight_decay=0.1"],
+            a.composition_canonical_steps, a.composition_seeds[:1]),
+        "AdamW best (composition-small: lr 1e-3, wd 1)": (
+            "composition-small", [], a.composition_cap, a.composition_seeds),
+        "composition-fast": ("composition-fast", [], a.composition_cap, a.composition_seeds),
     }
     results = {}
-    for name, (preset, sets, cap) in recipes.items():
-        results[name] = run_to_threshold(preset, sets, "test_id", 0.95, cap, evals)
-        print(f"  {name}: {fmt_steps(results[name])} steps, {fmt_wall(results[name])} s",
-              file=sys.stderr, flush=True)
-    return table("composition-small: steps / wall time to 0.95 test_id", results,
-                 "composition-fast", extrapolate=False), results
+    for name, (preset, sets, cap, seeds) in recipes.items():
+        results[name] = run_recipe(preset, sets, seeds, "test_id", 0.95, cap, evals)
+        print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
+    return table("composition-small: to 0.95 test_id", results, "composition-fast",
+                 extrapolate=False), results
+
+
+def ablations(a) -> tuple[list[str], dict]:
+    evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
+             "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
+             "train.resume_every=100000"]
+    base = ["train.lr=3e-3", "train.weight_decay=5"]
+    recipes = {
+        "AdamW tuned (lr 3e-3, wd 5)": [],
+        "+ Grokfast EMA": ["train.grokfast=ema"],
+        "+ Grokfast MA": ["train.grokfast=ma"],
+        "+ StableMax": ["train.loss=stablemax"],
+        "⊥AdamW": ["train.optimizer=ortho_adamw"],
+        "⊥AdamW, wd 0": ["train.optimizer=ortho_adamw", "train.weight_decay=0"],
+        "+ wd warmup 100": ["train.weight_decay_warmup_steps=100"],
+    }
+    results = {}
+    for name, extra in recipes.items():
+        results[name] = run_recipe("modular-nanda", [*base, *extra], a.seeds, "test", 0.99,
+                                   a.ablation_cap, evals)
+        print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
+    return table("accelerators on the tuned AdamW, modular addition mod 113: to 0.99 test",
+                 results, "AdamW tuned (lr 3e-3, wd 5)", extrapolate=False), results
+
+
+def grokfast_on_canonical(a) -> tuple[list[str], dict]:
+    evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
+             "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
+             "train.resume_every=100000"]
+    recipes = {
+        "canonical": [],
+        "canonical + Grokfast EMA": ["train.grokfast=ema"],
+        "canonical + Grokfast MA": ["train.grokfast=ma"],
+    }
+    results = {}
+    for name, extra in recipes.items():
+        results[name] = run_recipe("modular-nanda", extra, [0], "test", 0.99, a.canonical_steps,
+                                   evals)
+        print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
+    return table("Grokfast on the canonical recipe, modular addition mod 113: to 0.99 test",
+                 results, "canonical", extrapolate=False), results
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", choices=["modular", "composition", "both"], default="both")
-    ap.add_argument("--canonical-steps", type=int, default=2000,
-                    help="cap of the canonical modular run (it needs ~14k steps to grok)")
+    ap.add_argument("--task", choices=["modular", "composition", "both", "ablations", "grokfast"],
+                    default="both")
+    ap.add_argument("--canonical-steps", type=int, default=8000,
+                    help="cap of the canonical modular run (~6k steps to 0.99 here)")
     ap.add_argument("--cap", type=int, default=3000, help="cap of the other modular recipes")
+    ap.add_argument("--seeds", default="0,1,2,3,4",
+                    help="modular seeds (task and train seed)")
+    ap.add_argument("--ablation-cap", type=int, default=800)
     ap.add_argument("--composition-cap", type=int, default=6000)
+    ap.add_argument("--composition-canonical-steps", type=int, default=3000,
+                    help="cap of the paper's recipe on composition-small (< 0.1 test_id at 20k)")
+    ap.add_argument("--composition-seeds", default="0,1,2")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: leave torch's default, e.g. OMP_NUM_THREADS)")
     ap.add_argument("--json", help="also write every result (with curves) to this file")
     a = ap.parse_args(argv)
+    a.seeds = [int(x) for x in a.seeds.split(",")]
+    a.composition_seeds = [int(x) for x in a.composition_seeds.split(",")]
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"# time to grok: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}; one process, recipes run one after "
           "another")
@@ -182,6 +266,12 @@ def main(argv=None) -> int:
         print("\n".join(lines), flush=True)
     if a.task in ("composition", "both"):
         lines, everything["composition"] = composition(a)
+        print("\n".join(lines), flush=True)
+    if a.task == "ablations":
+        lines, everything["ablations"] = ablations(a)
+        print("\n".join(lines), flush=True)
+    if a.task == "grokfast":
+        lines, everything["grokfast"] = grokfast_on_canonical(a)
         print("\n".join(lines), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(everything, indent=1) + "\n")

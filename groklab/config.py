@@ -58,8 +58,6 @@ class TrainConfig(BaseModel):
     grokfast_lamb: float | None = None  # amplification; None: published default (EMA 2.0, MA 5.0)
     grokfast_window: int = 100  # MA window; no-op until it fills
     weight_decay_warmup_steps: int = 0  # ramp weight decay linearly from 0 over these steps
-    weight_decay_schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay_min_ratio: float = 0.0  # cosine decays weight decay to this fraction of it
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -87,9 +85,6 @@ class TrainConfig(BaseModel):
         if self.weight_decay_warmup_steps < 0:
             raise ValueError(f"train.weight_decay_warmup_steps must be >= 0, got "
                              f"{self.weight_decay_warmup_steps}")
-        if not 0 <= self.weight_decay_min_ratio <= 1:
-            raise ValueError(f"train.weight_decay_min_ratio must lie in [0, 1], got "
-                             f"{self.weight_decay_min_ratio}")
         return self
 
 

@@ -9,7 +9,6 @@ import torch
 
 from groklab.config import load_config
 
-
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 

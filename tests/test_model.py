@@ -119,6 +119,34 @@ def test_answer_pos_gathers_full_logits():
     torch.testing.assert_close(model(x, ap), model(x)[torch.arange(6), ap])
 
 
+@pytest.mark.parametrize("norm", ["LN", None])
+def test_one_layer_token_table_path_equals_the_per_example_path(norm):
+    """A one-layer model with a batch larger than its vocabulary computes its first block once
+    per (token, position) and gathers; the logits and every gradient are those of the plain
+    path, which a hook on hook_embed forces."""
+    model = make(n_layers=1, normalization_type=norm)
+    x = torch.randint(0, 20, (64, 5), generator=torch.Generator().manual_seed(2))
+    ap = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 20, (64,), generator=torch.Generator().manual_seed(4))
+
+    def loss_and_grads(watch: bool):
+        model.zero_grad()
+        if watch:
+            with model.hooks(fwd_hooks=[("hook_embed", lambda act, hook: act)]):
+                logits = model(x, ap)
+        else:
+            logits = model(x, ap)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast, g_fast = loss_and_grads(False)
+    plain, g_plain = loss_and_grads(True)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, model(x)[torch.arange(64), ap], atol=1e-5, rtol=1e-5)
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], atol=1e-5, rtol=1e-4)
+
+
 def test_stop_and_start_at_layer_compose():
     model = make()
     x = tokens()

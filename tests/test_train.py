@@ -35,7 +35,7 @@ def test_lr_schedule_warmup_then_cosine():
 
 
 def test_tiny_run_learns_and_writes_its_directory(tiny_cfg, tmp_path):
-    summary = Run.start(tiny_cfg("train.weight_decay=0.1", steps=400), tmp_path / "run").train()
+    summary = Run.start(tiny_cfg("train.weight_decay=0.1", steps=500), tmp_path / "run").train()
     run = load_run(tmp_path / "run")
     rows = run.metrics
     # It learned: training facts go from chance (1/40) to memorized.
@@ -43,11 +43,11 @@ def test_tiny_run_learns_and_writes_its_directory(tiny_cfg, tmp_path):
     assert summary["final"]["train"] >= 0.9, summary["final"]
     assert summary["final"]["atomic_id"] >= 0.9
     assert summary["memorization_step"] is not None
-    assert summary["status"] == "completed" and summary["steps"] == 400
+    assert summary["status"] == "completed" and summary["steps"] == 500
     # Files of the run directory.
     for name in ("config.yaml", "command.txt", "metrics.jsonl", "summary.json"):
         assert (tmp_path / "run" / name).exists()
-    assert run.checkpoint_steps[0] == 0 and run.checkpoint_steps[-1] == 400
+    assert run.checkpoint_steps[0] == 0 and run.checkpoint_steps[-1] == 500
     assert run.config.model.d_vocab == len(run.task.vocab)  # config.yaml is resolved
     # Every row has every split; weight norm and lr are logged.
     keys = {f"acc/{s}" for s in ["train", "atomic_id", "atomic_ood", "train_inferred",

@@ -198,7 +198,7 @@ def counterfactual_grid(model, tokens: torch.Tensor, answer_pos: torch.Tensor,
     masks = torch.zeros(S, P, dtype=torch.bool)
     for i, c in enumerate(cfs):
         masks[i, list(c.positions)] = True
-        changed = c.tokens.ne(tokens.cpu()).any(0).nonzero().flatten().tolist()
+        changed = c.tokens.cpu().ne(tokens.cpu()).any(0).nonzero().flatten().tolist()
         if not set(changed) <= set(c.positions):
             raise AnalysisError(f"counterfactual '{c.name}' changes positions {changed} outside "
                                 f"its patched positions {list(c.positions)}")

@@ -22,8 +22,8 @@ a published method, implemented as its reference code does it (methods.md sectio
   rescale it back to the norm of g (a plain projection is a different update; trap 14). With
   AdamW on top this is the paper's ⊥AdamW.
 
-- A weight-decay schedule (:func:`weight_decay_at`): decoupled decay ramped in over the first
-  steps, optionally decayed with a cosine afterwards.
+- A weight-decay warmup (:func:`weight_decay_at`): decoupled decay ramped in over the first
+  steps. (A cosine decay of weight decay was tried and left out: nothing showed it helps.)
 
 Everything here runs on the parameters' device with tensor ops only: no host synchronisation
 is added to a training step. Filters keep their state in tensors that :meth:`state_dict` hands
@@ -32,7 +32,6 @@ to the resume checkpoint, so a resumed run continues bit-for-bit.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -210,18 +209,13 @@ LOSSES: dict[str, Callable] = {
 # ----------------------------------------------------------------------------- weight decay
 
 
-def weight_decay_at(step: int, *, weight_decay: float, warmup_steps: int, schedule: str,
-                    total: int, min_ratio: float = 0.0) -> float:
-    """Decoupled weight decay at ``step``: linear ramp from 0 over ``warmup_steps``, then
-    constant or cosine down to ``weight_decay * min_ratio`` at the last step."""
+def weight_decay_at(step: int, *, weight_decay: float, warmup_steps: int) -> float:
+    """Decoupled weight decay at ``step``: a linear ramp from 0 over ``warmup_steps``, then
+    constant. Fitting first and decaying hard afterwards lets a large weight decay (fast
+    grokking) coexist with a fast start (bench/time_to_grok.py, ``modular-fast``)."""
     if warmup_steps > 0 and step < warmup_steps:
         return weight_decay * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return weight_decay
-    span = max(1, total - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    cos = 0.5 * (1 + math.cos(math.pi * progress))
-    return weight_decay * (min_ratio + (1 - min_ratio) * cos)
+    return weight_decay
 
 
 # ----------------------------------------------------------------------------- the loop's view
@@ -246,17 +240,14 @@ class Accelerators:
         # index: loading an optimizer state replaces the group dicts.
         self.decay_groups = [i for i, g in enumerate(optimizer.param_groups)
                              if g["weight_decay"] > 0]
-        self.wd_scheduled = (tc.weight_decay_warmup_steps > 0
-                             or tc.weight_decay_schedule != "constant")
+        self.wd_scheduled = tc.weight_decay_warmup_steps > 0
 
     def set_weight_decay(self, step: int) -> None:
         if not self.wd_scheduled:
             return
         tc = self.tc
         wd = weight_decay_at(step, weight_decay=tc.weight_decay,
-                             warmup_steps=tc.weight_decay_warmup_steps,
-                             schedule=tc.weight_decay_schedule, total=tc.steps,
-                             min_ratio=tc.weight_decay_min_ratio)
+                             warmup_steps=tc.weight_decay_warmup_steps)
         for i in self.decay_groups:
             self.optimizer.param_groups[i]["weight_decay"] = wd
 

@@ -169,12 +169,20 @@ class Run:
         run = cls(cfg, run_dir, data=data)
         if rd.resume_path.exists():
             try:
-                state = torch.load(rd.resume_path, map_location=run.device, weights_only=False)
-                run.load_state(state)
+                # On the CPU first: RNG states must stay CPU byte tensors (set_rng_state refuses
+                # CUDA ones); the optimizer and model loaders move the rest to the device.
+                state = torch.load(rd.resume_path, map_location="cpu", weights_only=False)
             except Exception as e:  # a torn or foreign file: say so, change nothing
                 raise RunDirError(
                     f"cannot resume '{run_dir}': checkpoints/resume.pt is corrupt "
                     f"({type(e).__name__}); delete it to restart the run from step 0"
+                ) from None
+            try:
+                run.load_state(state)
+            except Exception as e:  # readable, but not this run's (edited config.yaml, say)
+                raise RunDirError(
+                    f"cannot resume '{run_dir}': checkpoints/resume.pt does not fit this run's "
+                    f"config ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
                 ) from None
         # Drop rows written after the checkpoint: they are recomputed identically.
         rows = [r for r in rd.read_metrics() if r["step"] <= run.step]

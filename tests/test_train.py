@@ -129,6 +129,18 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     assert not leftovers
 
 
+def test_resume_removes_the_temp_files_of_a_write_cut_short(tiny_cfg, tmp_path):
+    Run.start(tiny_cfg(steps=60), tmp_path / "r").train()
+    stale = [tmp_path / "r" / "checkpoints" / ".resume.pt.abc123.tmp",
+             tmp_path / "r" / ".metrics.jsonl.xyz.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    keep = tmp_path / "r" / "checkpoints" / "notes.tmp"  # not an atomic writer's temp name
+    keep.write_text("mine")
+    Run.resume(tmp_path / "r")
+    assert not any(p.exists() for p in stale) and keep.exists()
+
+
 def test_nan_loss_stops_with_a_clear_message(tiny_cfg, tmp_path):
     run = Run.start(tiny_cfg("train.grad_clip=0", steps=100), tmp_path / "run")
     original = run.train_step

@@ -184,6 +184,7 @@ class Run:
                     f"cannot resume '{run_dir}': checkpoints/resume.pt does not fit this run's "
                     f"config ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
                 ) from None
+        rd.remove_partial_writes()  # a kill mid-write leaves a temp file next to the target
         # Drop rows written after the checkpoint: they are recomputed identically.
         rows = [r for r in rd.read_metrics() if r["step"] <= run.step]
         if run.step == 0:

@@ -109,6 +109,15 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the temp files of atomic writes that a killed process left half-written
+        (``.NAME.*.tmp``: never valid, never read); returns what was removed."""
+        stale = [p for d in (self.path, self.ckpt_dir, self.figures_dir, self.analysis_dir)
+                 if d.is_dir() for p in d.glob(".*.tmp")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def read_config_tree(self) -> dict:
         if not self.is_run():
             raise RunDirError(f"'{self.path}' is not a groklab run directory (no config.yaml)")

@@ -149,7 +149,7 @@ def demo(
 ):
     """Train the default preset, say where the model memorized and generalized, write its report."""
     console.print(f"groklab demo: training '{DEFAULT_PRESET}' on the "
-                  f"{'GPU' if _cuda() else 'CPU'}; about 10 minutes on 2 CPU cores", highlight=False)
+                  f"{'GPU' if _cuda() else 'CPU'}; about 5 minutes on 2 CPU cores", highlight=False)
     run_dir = out or _default_out("demo")
     train(DEFAULT_PRESET, None, set_, run_dir, progress, tensorboard=False, wandb=False)
     report(run_dir)

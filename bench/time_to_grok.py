@@ -58,6 +58,13 @@ from groklab.train.loop import Run
 CANONICAL_PUBLISHED_STEPS = 14_000  # end of Nanda et al.'s cleanup phase (anchors.md section 2)
 
 
+# Every modular recipe is evaluated on the same schedule (every 10 steps, 1,000 train rows);
+# no checkpoints: their cost is not part of the recipe.
+MODULAR_EVALS = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
+                 "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
+                 "train.resume_every=100000"]
+
+
 class _Reached(Exception):
     pass
 
@@ -155,9 +162,6 @@ def table(title: str, results: dict[str, dict], fast: str, extrapolate: bool) ->
 
 
 def modular(a) -> tuple[list[str], dict]:
-    evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
-             "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
-             "train.resume_every=100000"]
     recipes = {
         "canonical": ("modular-nanda", [], a.canonical_steps, [0]),
         "AdamW tuned (tasks.md: lr 3e-3, wd 5)": (
@@ -169,7 +173,7 @@ def modular(a) -> tuple[list[str], dict]:
     }
     results = {}
     for name, (preset, sets, cap, seeds) in recipes.items():
-        results[name] = run_recipe(preset, sets, seeds, "test", 0.99, cap, evals)
+        results[name] = run_recipe(preset, sets, seeds, "test", 0.99, cap, MODULAR_EVALS)
         print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
     return table("modular addition mod 113, 30% train, Nanda 1-layer: to 0.99 test accuracy",
                  results, "modular-fast", extrapolate=True), results
@@ -195,9 +199,6 @@ def composition(a) -> tuple[list[str], dict]:
 
 
 def ablations(a) -> tuple[list[str], dict]:
-    evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
-             "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
-             "train.resume_every=100000"]
     base = ["train.lr=3e-3", "train.weight_decay=5"]
     recipes = {
         "AdamW tuned (lr 3e-3, wd 5)": [],
@@ -211,16 +212,13 @@ def ablations(a) -> tuple[list[str], dict]:
     results = {}
     for name, extra in recipes.items():
         results[name] = run_recipe("modular-nanda", [*base, *extra], a.seeds, "test", 0.99,
-                                   a.ablation_cap, evals)
+                                   a.ablation_cap, MODULAR_EVALS)
         print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
     return table("accelerators on the tuned AdamW, modular addition mod 113: to 0.99 test",
                  results, "AdamW tuned (lr 3e-3, wd 5)", extrapolate=False), results
 
 
 def grokfast_on_canonical(a) -> tuple[list[str], dict]:
-    evals = ["train.eval_every=10", "train.eval_per_decade=10", "train.train_probe_size=1000",
-             "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
-             "train.resume_every=100000"]
     recipes = {
         "canonical": [],
         "canonical + Grokfast EMA": ["train.grokfast=ema"],
@@ -229,7 +227,7 @@ def grokfast_on_canonical(a) -> tuple[list[str], dict]:
     results = {}
     for name, extra in recipes.items():
         results[name] = run_recipe("modular-nanda", extra, [0], "test", 0.99, a.canonical_steps,
-                                   evals)
+                                   MODULAR_EVALS)
         print(f"  {name}: {_steps_cell(results[name])} steps", file=sys.stderr, flush=True)
     return table("Grokfast on the canonical recipe, modular addition mod 113: to 0.99 test",
                  results, "canonical", extrapolate=False), results

@@ -51,6 +51,7 @@ from groklab.analysis.sources import (
     default_splits,
     early_step,
     open_source,
+    plot_per_layer,
     require_transformer,
     sample_examples,
 )
@@ -404,16 +405,11 @@ class CausalTracingResult:
         s = self.strength(split)
         fig, axes = plt.subplots(1, len(self.slots), figsize=(3.6 * len(self.slots), 3.2),
                                  squeeze=False)
-        cmap = plt.get_cmap("plasma")
         for j, (ax, slot) in enumerate(zip(axes[0], self.slots)):
-            for layer in range(self.n_layers):
-                ax.plot(self.steps, s[:, layer, j], marker=".", ms=3,
-                        color=cmap(layer / max(1, self.n_layers)), label=f"L{layer}")
+            plot_per_layer(ax, self.steps, s[:, :, j], self.n_layers)
             ax.plot(self.steps, self.clean_accuracy(split), "k--", lw=1, label="clean acc")
             ax.axvline(self.early_step, color="grey", lw=0.6)
             ax.set_title(f"slot {slot}", fontsize=9)
-            ax.set_xlabel("step")
-            ax.set_ylim(-0.02, 1.02)
         axes[0][0].set_ylabel("causal strength")
         axes[0][-1].legend(fontsize=7, ncol=2)
         fig.suptitle(f"causal strength over training, {self.task} {split}", fontsize=10)

@@ -34,6 +34,7 @@ import torch
 from groklab.analysis.sources import (
     default_splits,
     open_source,
+    plot_per_layer,
     require_transformer,
     sample_examples,
 )
@@ -180,15 +181,10 @@ class LogitLensResult:
         split = split or self.splits[0]
         names = [t for t in self.targets if self.has(split, t)]
         fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
-        cmap = plt.get_cmap("plasma")
         for ax, t in zip(axes[0], names):
             m = self.mrr(split, t)[:, :, self.targets[t]]  # [C, L+1]
-            for layer in range(self.n_layers + 1):
-                ax.plot(self.steps, m[:, layer], marker=".", ms=3,
-                        color=cmap(layer / max(1, self.n_layers)), label=f"L{layer}")
+            plot_per_layer(ax, self.steps, m, self.n_layers)
             ax.set_title(f"{t} at {self.positions[self.targets[t]]}", fontsize=9)
-            ax.set_xlabel("step")
-            ax.set_ylim(-0.02, 1.02)
         axes[0][0].set_ylabel("MRR")
         axes[0][-1].legend(fontsize=7, ncol=2)
         fig.suptitle(f"logit lens over training, {self.task} {split}", fontsize=10)

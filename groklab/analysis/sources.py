@@ -139,3 +139,17 @@ def early_step(run, steps: Sequence[int]) -> int:
         if later:
             return later[0]
     return steps[len(steps) // 2]
+
+
+def plot_per_layer(ax, steps: Sequence[int], values: np.ndarray, n_layers: int) -> None:
+    """One line per layer (the columns of ``values`` [checkpoints, layers]) against the
+    training step, dark to bright with depth, on a [0, 1] axis: the over-training panel that
+    the logit lens and causal tracing share."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["plasma"]
+    for layer in range(values.shape[1]):
+        ax.plot(steps, values[:, layer], marker=".", ms=3,
+                color=cmap(layer / max(1, n_layers)), label=f"L{layer}")
+    ax.set_xlabel("step")
+    ax.set_ylim(-0.02, 1.02)

@@ -199,13 +199,15 @@ class TransformerBlock(nn.Module):
         q, k, v = self.attn._qkv(self.ln1(table))  # [V * P, n_heads, d_head] each
         flat = tokens * P + torch.arange(P, device=tokens.device)  # row of (token, pos)
         at = flat[torch.arange(B, device=tokens.device), answer_pos]
-        # index_select: its backward (index_add) is ~9x faster on a CPU than indexing's.
-        def rows(t, idx):
-            return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
-
-        attn_out = self.attn.attend_at(rows(q, at), rows(k, flat), rows(v, flat), answer_pos)
-        resid = rows(table, at) + self.drop(attn_out)
+        attn_out = self.attn.attend_at(_rows(q, at), _rows(k, flat), _rows(v, flat), answer_pos)
+        resid = _rows(table, at) + self.drop(attn_out)
         return resid + self.drop(self.mlp(self.ln2(resid)))
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` through index_select: its backward (index_add) is ~9x faster on a CPU than
+    indexing's (index_put with accumulation)."""
+    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
 def _share_parameters(dst: nn.Module, src: nn.Module) -> None:

@@ -56,8 +56,7 @@ class GrokfastEMA:
 
     @torch.no_grad()
     def __call__(self) -> None:
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        grads = [self.params[i].grad for i in idx]
+        idx, grads = _present_grads(self.params)
         if not grads:
             return
         if self.mu is None:
@@ -100,8 +99,7 @@ class GrokfastMA:
 
     @torch.no_grad()
     def __call__(self) -> None:
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        grads = [self.params[i].grad for i in idx]
+        idx, grads = _present_grads(self.params)
         if not grads:
             return
         if self.buf is None:
@@ -132,6 +130,12 @@ class GrokfastMA:
             return
         self.buf = [t.to(p.device, p.dtype).clone() for t, p in zip(state["buf"], self.params)]
         self.total = [t.to(p.device, p.dtype).clone() for t, p in zip(state["total"], self.params)]
+
+
+def _present_grads(params: list[torch.nn.Parameter]) -> tuple[list[int], list[torch.Tensor]]:
+    """Indices and gradients of the parameters that received one this step."""
+    idx = [i for i, p in enumerate(params) if p.grad is not None]
+    return idx, [params[i].grad for i in idx]
 
 
 def _check_kind(state: dict, kind: str) -> None:

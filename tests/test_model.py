@@ -139,8 +139,13 @@ def test_one_layer_token_table_path_equals_the_per_example_path(norm):
         torch.nn.functional.cross_entropy(logits, y).backward()
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
+    calls = []
+    block = model.blocks[0]
+    table_path = block.forward_at_tokens
+    block.forward_at_tokens = lambda *a: calls.append(1) or table_path(*a)
     fast, g_fast = loss_and_grads(False)
     plain, g_plain = loss_and_grads(True)
+    assert calls == [1]  # the table path ran once, and the watched run did not take it
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast, model(x)[torch.arange(64), ap], atol=1e-5, rtol=1e-5)
     for name in g_plain:

@@ -2,8 +2,8 @@
 
 Model and batch of composition-small (4 layers, d_model 128, 4 heads, batch 512, 3 tokens);
 members differ in seed and learning rate. For each N in --members, rounds alternate between
-"every separate run takes one step" (N Run.train_step calls, the loop a sweep of separate runs
-executes) and "the batched model takes one step" (BatchedRun.train_step), so machine load hits
+"every separate run takes one step" (N eager steps, the loop a sweep of separate runs
+executes) and "the batched model takes one step" (one StackedStep), so machine load hits
 both alike. Evaluation and checkpoints are left out: they cost the same per member either way.
 
 Prints one JSON line per N: member-steps/s separate and batched, and speedup = batched/separate
@@ -25,8 +25,9 @@ import torch
 
 from groklab.config import load_config
 from groklab.tasks import make_task
-from groklab.train.batched import BatchedRun
+from groklab.train.batched import StackedStep
 from groklab.train.loop import Run
+from groklab.train.steps import EagerStep
 
 
 def sync(device: torch.device) -> None:
@@ -40,17 +41,22 @@ def measure(n: int, steps: int, warmup: int, device: str, preset: str, sets: lis
                                        f"train.device={device}"]) for i in range(n)]
     data = make_task(cfgs[0].task)
     separate = [Run(c, f"/nonexistent/sep{i}", data=data) for i, c in enumerate(cfgs)]
-    batched = BatchedRun([Run(c, f"/nonexistent/bat{i}", data=data) for i, c in enumerate(cfgs)])
+    steps_sep = [EagerStep(r) for r in separate]
+    members = [Run(c, f"/nonexistent/bat{i}", data=data) for i, c in enumerate(cfgs)]
+    batched = StackedStep(members)
+    for r in separate + members:
+        r.set_lr(r.lr())
     dev = separate[0].device
     t_sep = t_bat = 0.0
     for rnd in range(warmup + steps):
         t0 = time.perf_counter()
-        for r, lr in zip(separate, lrs):
-            r.loss_sum += r.train_step(lr)
+        for r, step in zip(separate, steps_sep):
+            r.loss_sum += step()[0]
         sync(dev)
         t1 = time.perf_counter()
-        batched.loss_sum += batched.train_step(lrs)
-        batched.step += 1
+        losses = batched()
+        for i, r in enumerate(members):
+            r.loss_sum += losses[i]
         sync(dev)
         t2 = time.perf_counter()
         if rnd >= warmup:

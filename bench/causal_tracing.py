@@ -1,6 +1,6 @@
 """Batched causal tracing against per-cell loops, side by side in one run, same model and examples.
 
-Wang et al.'s noising grid (methods.md section 1): 300 ``train_inferred`` rows, 3 slots
+Wang et al.'s noising grid (docs/methods.md section 1.5): 300 ``train_inferred`` rows, 3 slots
 (h, r1, r2), every layer; each cell patches the counterfactual's hidden state into the clean
 run and reads the logits at the answer. Three ways to fill the same [layer, slot, example]
 grid of logits:

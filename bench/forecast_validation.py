@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 
 from groklab.config import load_config
+from groklab.rundir import RunDir
 from groklab.train.forecast import DEFAULT_RULE, ForecastRule, forecast, steps_to
 from groklab.train.loop import Run
-from groklab.train.rundir import RunDir
 
 LRS = (1e-3, 2e-3, 4e-3)
 WDS = (0.1, 0.3, 1.0, 3.0)

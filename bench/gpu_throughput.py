@@ -8,8 +8,9 @@ the 2,201-token task vocabulary), AdamW lr 1e-4, weight decay 0.1, grad clip 1.0
                                 shuffled DataLoader over CPU tensors, the batch copied each step,
                                 full-sequence logits with labels -100 except the answer,
                                 loss.item() every step; fp32, TF32 matmuls, or bf16 autocast.
-                                The fastest is the baseline (anchors.md: TF32, ~47 steps/s, H100)
-  groklab-eager                 Run.train_step of `groklab train composition-paper` with
+                                The fastest is the baseline (docs/anchors.md section 14.1:
+                                TF32, ~47 steps/s, H100)
+  groklab-eager                 the eager step of `groklab train composition-paper` with
                                 train.cuda_graph off (bf16 autocast, fused AdamW)
   groklab-graph                 the same run with train.cuda_graph on: the whole step one graph
 
@@ -38,8 +39,8 @@ import torch
 
 from groklab.config import load_config
 from groklab.tasks import make_task
-from groklab.train.cuda_graph import make_graphed_step
 from groklab.train.loop import Run
+from groklab.train.steps import make_step
 
 CONFIGS = ("hf-fp32", "hf-tf32", "hf-bf16", "groklab-eager", "groklab-graph")
 
@@ -106,13 +107,13 @@ def time_groklab(cfg, data, graph: bool, steps: int, warmup: int) -> float:
     cfg.train.cuda_graph = graph
     run = Run(cfg, "/nonexistent/bench", data=data)  # builds everything, writes nothing
     run.model.train()
-    step = (make_graphed_step(run) if graph else None) or run.train_step
-    lr = cfg.train.lr
+    step = make_step(run)  # the graphed step where cuda_graph is on and a GPU is present
+    run.set_lr(cfg.train.lr)
     for i in range(warmup + steps):
         if i == warmup:
             sync(run.device)
             t0 = time.perf_counter()
-        run.loss_sum += step(lr)
+        run.loss_sum += step()[0]
     sync(run.device)
     if not torch.isfinite(run.loss_sum):
         raise RuntimeError("groklab's loss is not finite")

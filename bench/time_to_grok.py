@@ -13,8 +13,8 @@ every seed, the median steps and wall seconds (a capped seed counts as its cap, 
 then marked as a lower bound "> N"), ms per step, the step at which the training split was
 memorized (train accuracy 0.99), and the ratios of the medians against the fast preset. The
 canonical modular recipe runs once, capped (``--canonical-steps``); its time to grok is then
-also extrapolated from its measured step time to the published ~14k steps (anchors.md section
-2), labelled as an extrapolation.
+also extrapolated from its measured step time to the published ~14k steps (docs/anchors.md
+section 2), labelled as an extrapolation.
 
     python bench/time_to_grok.py                        # both tasks (composition: ~15 min)
     python bench/time_to_grok.py --task modular --canonical-steps 2000 --seeds 0,1,2
@@ -25,11 +25,12 @@ Tasks and recipes:
   modular      (a + b) mod 113, 30% train, the Nanda one-layer transformer (``modular-nanda``),
                to 0.99 test accuracy:
                  canonical      modular-nanda (AdamW lr 1e-3, wd 1, betas 0.9/0.98)
-                 AdamW tuned    lr 3e-3, wd 5 (tasks.md section 6; ~450 steps there)
+                 AdamW tuned    lr 3e-3, wd 5 (docs/tasks.md section 6.1; ~450 steps there)
                  AdamW retuned  the best plain AdamW found while tuning the fast preset
                  modular-fast   groklab's fastest recipe
   composition  ``composition-small`` to 0.95 test_id:
-                 AdamW best     composition-small (lr 1e-3, wd 1.0; ~3.5k steps in tasks.md)
+                 AdamW best     composition-small (lr 1e-3, wd 1.0; ~3.5k steps in docs/tasks.md
+                                section 1.6)
                  composition-fast
   ablations    the modular task, the tuned AdamW (lr 3e-3, wd 5) alone and with one
                accelerator added at its published defaults: Grokfast EMA (alpha 0.98,
@@ -55,7 +56,7 @@ import torch
 from groklab.config import load_config
 from groklab.train.loop import Run
 
-CANONICAL_PUBLISHED_STEPS = 14_000  # end of Nanda et al.'s cleanup phase (anchors.md section 2)
+CANONICAL_PUBLISHED_STEPS = 14_000  # end of Nanda et al.'s cleanup (docs/anchors.md section 2)
 
 
 # Every modular recipe is evaluated on the same schedule (every 10 steps, 1,000 train rows);
@@ -156,15 +157,15 @@ def table(title: str, results: dict[str, dict], fast: str, extrapolate: bool) ->
         est = can["ms_per_step"] / 1000 * CANONICAL_PUBLISHED_STEPS
         out.append(f"\nEXTRAPOLATED, not measured: the canonical recipe at its measured "
                    f"{can['ms_per_step']} ms/step x {CANONICAL_PUBLISHED_STEPS:,} published steps "
-                   f"(anchors.md section 2) = {est:.0f} s, {est / f['median_wall_s']:.0f}x the "
-                   f"median wall time of {fast}.")
+                   f"(docs/anchors.md section 2) = {est:.0f} s, "
+                   f"{est / f['median_wall_s']:.0f}x the median wall time of {fast}.")
     return out
 
 
 def modular(a) -> tuple[list[str], dict]:
     recipes = {
         "canonical": ("modular-nanda", [], a.canonical_steps, [0]),
-        "AdamW tuned (tasks.md: lr 3e-3, wd 5)": (
+        "AdamW tuned (docs/tasks.md: lr 3e-3, wd 5)": (
             "modular-nanda", ["train.lr=3e-3", "train.weight_decay=5"], a.cap, a.seeds),
         "AdamW retuned (lr 6e-3, wd 5, betas 0.9/0.9)": (
             "modular-nanda", ["train.lr=6e-3", "train.weight_decay=5", "train.betas=[0.9,0.9]"],

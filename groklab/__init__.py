@@ -7,7 +7,12 @@
 """
 
 import groklab.report as report  # a callable package: groklab.report(run) -> report.html
-from groklab.api import analyses, analyze, load_config, load_run, make_task, train
 
-__version__ = "0.1.0"
+# The subpackage groklab.train shares its name with the API function groklab.train: import it
+# first, so that binding the function below is the last word (a later `import groklab.train.x`
+# finds the package in sys.modules and leaves the attribute alone).
+import groklab.train as _train_package  # noqa: F401,E402
+from groklab.api import analyses, analyze, load_config, load_run, make_task, train
+from groklab.version import __version__  # noqa: E402,F401
+
 __all__ = ["analyses", "analyze", "load_config", "load_run", "make_task", "report", "train"]

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
-import torch
-
 from groklab.config import Config, build_config, load_config
-from groklab.models import build_model
-from groklab.tasks import TaskData, make_task
-from groklab.train.rundir import RunDir
+from groklab.rundir import LoadedRun, load_run
+from groklab.tasks import make_task
 
 
 def train(
@@ -44,94 +40,25 @@ def _apply(tree: dict, sets: list[str]) -> Config:
     return build_config(_merge(tree, parse_set(sets)))
 
 
-class LoadedRun:
-    """A run directory, read back: config, metrics, summary, task data and models by step."""
-
-    def __init__(self, path: str | Path):
-        self.dir = RunDir(Path(path))
-        self.config: Config = build_config(self.dir.read_config_tree())
-
-    @property
-    def path(self) -> Path:
-        return self.dir.path
-
-    @property
-    def metrics(self) -> list[dict]:
-        return self.dir.read_metrics()
-
-    @property
-    def summary(self) -> dict:
-        return self.dir.read_summary()
-
-    @property
-    def checkpoint_steps(self) -> list[int]:
-        return self.dir.checkpoint_steps()
-
-    @cached_property
-    def task(self) -> TaskData:
-        """The run's data, regenerated from its config (generators are deterministic)."""
-        return make_task(self.config.task)
-
-    def model(self, step: int | None = None, device: str = "cpu"):
-        """The model at a checkpoint step (default: the last one), in eval mode."""
-        steps = self.checkpoint_steps
-        if not steps:
-            raise FileNotFoundError(f"no checkpoints in {self.path}")
-        step = steps[-1] if step is None else step
-        model = build_model(self.config.model)
-        model.load_unique_state_dict(self.dir.load_weights(step))
-        return model.to(torch.device(device)).eval()
-
-    def __repr__(self) -> str:
-        return f"LoadedRun({str(self.path)!r}, task={self.config.task.name})"
-
-
-def load_run(path: str | Path) -> LoadedRun:
-    return LoadedRun(path)
-
-
 def analyses() -> list[str]:
-    """Names of the analyses :func:`analyze` can run: modules of :mod:`groklab.analysis` with a
-    ``run`` function (found by name, so a new module is available without registering it)."""
-    import importlib
-    import pkgutil
+    """Names of the analyses :func:`analyze` can run (groklab/analysis/registry.py)."""
+    from groklab.analysis.registry import ANALYSES
 
-    import groklab.analysis as pkg
-
-    names = []
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name.startswith("_"):
-            continue
-        try:
-            mod = importlib.import_module(f"groklab.analysis.{m.name}")
-        except ImportError:  # an optional dependency missing: not available here
-            continue
-        if callable(getattr(mod, "run", None)):
-            names.append(m.name)
-    return sorted(names)
+    return list(ANALYSES)
 
 
 def analyze(run: str | Path | LoadedRun, name: str, *, save: bool = True, **kwargs):
-    """Run ``groklab.analysis.<name>.run(run, **kwargs)``; with ``save`` its arrays and figures
-    go to RUN/analysis and RUN/figures, where ``report`` finds them. Returns the result.
+    """Run one analysis of the registry on ``run``; with ``save`` its arrays and figures go to
+    RUN/analysis and RUN/figures, where ``report`` finds them. Returns the result.
 
     >>> lens = groklab.analyze("runs/c1", "logit_lens", checkpoints="last")
     """
-    import importlib
+    from groklab.analysis.registry import get
 
-    module_name = name.replace("-", "_")
-    available = analyses()
-    if module_name not in available:
-        import difflib
-
-        close = difflib.get_close_matches(module_name, available, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown analysis '{name}'{hint} available: "
-                         f"{', '.join(available) or 'none'}")
-    module = importlib.import_module(f"groklab.analysis.{module_name}")
+    analysis = get(name)
     source = run if isinstance(run, LoadedRun) else Path(run)
-    result = module.run(source, **kwargs)
-    if save and hasattr(result, "save"):
+    result = analysis.run(source, **kwargs)
+    if save:
         result.save(source.path if isinstance(source, LoadedRun) else source)
     return result
 

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from groklab.config import ConfigError, load_config, preset_description, preset_names
+from groklab.rundir import RunDir, RunDirError, RunWriteError
 from groklab.tasks import TASKS, TaskError
-from groklab.train.rundir import RunDirError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train small models far past memorization, watch them grok, open them up.")
@@ -59,7 +59,7 @@ def train(
     wandb: bool = typer.Option(False, "--wandb", help="also log to Weights & Biases"),
 ):
     """Train a model on a task or preset into a new run directory."""
-    from groklab.train import Run, TrainingDiverged
+    from groklab.train import Run
 
     set_ = [*set_, *(["train.tensorboard=true"] if tensorboard else []),
             *(["train.wandb=true"] if wandb else [])]
@@ -69,11 +69,7 @@ def train(
     except BAD_INPUT as e:
         fail(str(e))
     console.print(f"run directory: {run.dir.path}", highlight=False)
-    try:
-        summary = run.train(progress=_interactive() if progress is None else progress)
-    except TrainingDiverged as e:
-        fail(str(e), code=1)
-    _print_story(summary, run.dir.path)
+    _train(run, progress)
 
 
 @app.command()
@@ -82,21 +78,33 @@ def resume(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
 ):
     """Continue a run from its last rolling checkpoint; the result equals an uninterrupted run."""
-    from groklab.train import Run, TrainingDiverged
-    from groklab.train.rundir import RunDir
+    import warnings
+
+    from groklab.train import Run
 
     try:
-        if not RunDir(run_dir).is_run():
-            raise RunDirError(f"'{run_dir}' is not a groklab run directory (no config.yaml)")
-        run = Run.resume(run_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run = Run.resume(run_dir)
     except BAD_INPUT as e:
         fail(str(e))
+    for w in caught:
+        console.print(f"[yellow]groklab: warning:[/] {w.message}", highlight=False)
     console.print(f"resuming {run_dir} at step {run.step}", highlight=False)
+    _train(run, progress)
+
+
+def _train(run, progress: Optional[bool]) -> None:
+    """Train, then tell the story; a divergence, a failed write or an interrupt is one line."""
+    from groklab.train import Interrupted, TrainingDiverged
+
     try:
         summary = run.train(progress=_interactive() if progress is None else progress)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, RunWriteError) as e:
         fail(str(e), code=1)
-    _print_story(summary, run_dir)
+    except Interrupted as e:
+        fail(str(e), code=e.exit_code)
+    _print_story(summary, run.dir.path)
 
 
 @app.command()
@@ -281,95 +289,80 @@ def phase(
                       f"{sweep_dir / 'analysis' / 'phase.npz'}", highlight=False, soft_wrap=True)
 
 
-@app.command()
-def analyze(
-    run_dir: Path = typer.Argument(..., help="a run directory"),
-    fourier: bool = typer.Option(False, "--fourier",
-                                 help="Fourier progress measures of a modular-arithmetic run: "
-                                 "key frequencies, Gini, restricted/excluded loss (Nanda et al.)"),
-    checkpoints: str = typer.Option("all", "--checkpoints",
-                                    help="all, last, or a comma-separated list of steps"),
-    logit_lens: bool = typer.Option(False, "--logit-lens",
-                                    help="rank of the bridge / values / answer decoded from "
-                                    "every layer x position (Wang et al. 2024)"),
-    causal_tracing: bool = typer.Option(False, "--causal-tracing",
-                                        help="same-type counterfactual noising per layer x "
-                                        "position, and ROME's noise variant"),
-    rome: str = typer.Option("ends", "--rome",
-                             help="ROME tracing at: ends (early + final checkpoint), all, none"),
-    examples: int = typer.Option(300, "--examples", min=1,
-                                 help="rows drawn from each split (fixed seed)"),
-):
+def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen: bool):
     """Open a run up: each flag runs one analysis over the run's checkpoints and writes
     RUN/analysis/<name>.npz and RUN/figures/<name>*.png (nothing is written on an error)."""
+    from groklab.analysis.registry import ANALYSES
     from groklab.analysis.sources import AnalysisError
-    from groklab.train.rundir import RunDir
 
-    chosen = {"--fourier": fourier, "--logit-lens": logit_lens,
-              "--causal-tracing": causal_tracing}
-    if not any(chosen.values()):
-        fail(f"name at least one analysis: {', '.join(chosen)}")
-    if not RunDir(run_dir).is_run():
-        fail(f"'{run_dir}' is not a groklab run directory (no config.yaml)")
+    names = [n for n, on in chosen.items() if on]
+    if not names:
+        fail(f"name at least one analysis: {', '.join(a.flag for a in ANALYSES.values())}")
+    try:
+        RunDir(run_dir).require_run()
+    except RunDirError as e:
+        fail(str(e))
     if rome not in ("ends", "all", "none"):
         fail(f"--rome '{rome}' is not one of: ends, all, none")
-    circuit_results = []  # computed before anything is written; saved after the others
+    shared = {"checkpoints": checkpoints, "n_examples": examples,
+              "rome": False if rome == "none" else rome}
+    results = []  # every analysis is computed before anything is written
     try:
-        if logit_lens:
-            from groklab.analysis import logit_lens as lens_mod
-
-            circuit_results.append(lens_mod.run(run_dir, checkpoints=checkpoints,
-                                                n_examples=examples))
-        if causal_tracing:
-            from groklab.analysis import causal_tracing as tracing_mod
-
-            circuit_results.append(tracing_mod.run(
-                run_dir, checkpoints=checkpoints, n_examples=examples,
-                rome=False if rome == "none" else rome))
+        for name in names:
+            a = ANALYSES[name]
+            if not a.reads:
+                results.append((a, a.run(run_dir, **{k: shared[k] for k in a.options})))
     except (*BAD_INPUT, AnalysisError) as e:
         fail(str(e))
-    if fourier:
-        from groklab.analysis import fourier as fourier_analysis
-
-        try:
-            result = fourier_analysis.run(run_dir, checkpoints=checkpoints)
-        except (*BAD_INPUT, AnalysisError) as e:
-            fail(str(e))
-        paths = result.save(run_dir)
-        _print_fourier(result.summary(), paths)
-    if circuit_results:
-        _save_circuit(circuit_results, run_dir)
-
-
-def _save_circuit(results: list, run_dir: Path) -> None:
-    """Save logit lens / causal tracing results and, with the lens, the circuit summary."""
-    from groklab.analysis import circuit
-
+    ran = {a.name for a, _ in results}
     paths = []
-    for r in results:
-        paths += r.save(run_dir)
-    if (run_dir / "analysis" / "logit_lens.npz").exists():
-        summary = circuit.run(run_dir)
-        paths += summary.save(run_dir)
-        out_console.print(summary.text(), highlight=False, soft_wrap=True)
+    for _, result in results:
+        paths += result.save(run_dir)
+        out_console.print(result.text(), highlight=False, soft_wrap=True)
+    for a in ANALYSES.values():  # analyses that read saved results, once those are there
+        if a.reads and (a.name in names or ran & set(a.reads)):
+            try:
+                result = a.run(run_dir)
+            except (*BAD_INPUT, AnalysisError) as e:
+                if a.name in names:
+                    fail(str(e))
+                continue
+            paths += result.save(run_dir)
+            out_console.print(result.text(), highlight=False, soft_wrap=True)
     out_console.print(f"wrote {len(paths)} files under {run_dir}/analysis and {run_dir}/figures",
                       highlight=False)
 
 
-def _print_fourier(s: dict, paths: list[Path]) -> None:
-    f = s["final"]
-    lines = [
-        f"fourier ({s['op']} mod {s['p']}, {s['n_checkpoints']} checkpoints): key frequencies "
-        f"{s['key_freqs']}; at step {s['steps'][1]}: test acc {f['test_acc']:.3f}, "
-        f"{f['embed_n_freq_90']} frequencies carry 90% of W_E's squared norm "
-        f"({f['embed_key_fraction']:.2f} in the key ones), Gini W_E {f['gini_embed']:.2f}",
-        f"phases: memorized {s['step_memorized']}, cleanup from {s['step_cleanup']}, "
-        f"test acc 0.99 at {s['step_generalized']}; below 0.1 ln p: restricted loss at "
-        f"{s['step_restricted_drop']}, test loss at {s['step_test_drop']}",
-        "wrote " + ", ".join(str(p) for p in paths),
-    ]
-    for line in lines:
-        out_console.print(line, highlight=False)
+def _register_analyze() -> None:
+    """``groklab analyze`` gets one flag per analysis in the registry."""
+    import inspect
+
+    from groklab.analysis.registry import ANALYSES
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
+                          default=typer.Argument(..., help="a run directory")),
+        inspect.Parameter("checkpoints", kw, annotation=str, default=typer.Option(
+            "all", "--checkpoints", help="all, last, or a comma-separated list of steps")),
+        inspect.Parameter("rome", kw, annotation=str, default=typer.Option(
+            "ends", "--rome", help="causal tracing: ROME's noise variant at ends (early + "
+            "final checkpoint), all, none")),
+        inspect.Parameter("examples", kw, annotation=int, default=typer.Option(
+            300, "--examples", min=1, help="rows drawn from each split (fixed seed)")),
+    ] + [inspect.Parameter(a.name, kw, annotation=bool,
+                           default=typer.Option(False, a.flag, help=a.description))
+         for a in ANALYSES.values()]
+
+    def command(**kwargs):
+        analyze(**kwargs)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = analyze.__doc__
+    app.command("analyze")(command)
+
+
+_register_analyze()
 
 
 def _cuda() -> bool:

@@ -85,6 +85,10 @@ class TrainConfig(BaseModel):
         if self.weight_decay_warmup_steps < 0:
             raise ValueError(f"train.weight_decay_warmup_steps must be >= 0, got "
                              f"{self.weight_decay_warmup_steps}")
+        if self.cuda_graph and (self.grokfast == "ma" or self.weight_decay_warmup_steps > 0):
+            raise ValueError("train.cuda_graph cannot capture train.grokfast=ma (its ring "
+                             "buffer index moves every step) or train.weight_decay_warmup_steps "
+                             "(a host number the optimizer reads); turn one of them off")
         return self
 
 

@@ -33,3 +33,20 @@ def tiny_cfg():
         return load_config("composition", None, [*TINY_SETS, f"train.steps={steps}", *extra])
 
     return make
+
+
+def train_until_killed(run, at_step: int, exc=KeyboardInterrupt) -> None:
+    """Train ``run`` and raise ``exc`` out of the step loop at ``at_step`` (a kill stand-in:
+    nothing after the last rolling checkpoint is saved)."""
+    from groklab.train.loop import train_runs
+    from groklab.train.steps import EagerStep
+
+    step = EagerStep(run)
+
+    def step_then_die():
+        if run.step == at_step:
+            raise exc
+        return step()
+
+    with pytest.raises(exc):
+        train_runs([run], step_then_die)

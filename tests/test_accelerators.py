@@ -1,4 +1,4 @@
-"""Accelerators against hand computations (methods.md sections 5-6, traps 13-14), their config
+"""Accelerators against hand computations (docs/methods.md sections 5-6, traps 13-14), their config
 validation, and exact resume with their state in the checkpoint."""
 
 import math
@@ -18,6 +18,7 @@ from groklab.train.accelerators import (
     weight_decay_at,
 )
 from groklab.train.loop import Run
+from tests.conftest import train_until_killed
 from tests.test_train import strip_time
 
 
@@ -82,7 +83,7 @@ def test_orthogonal_gradient_is_orthogonal_to_the_weights_and_keeps_the_norm():
     zero.grad = torch.tensor([1.0, 2.0, 3.0])
     orthogonalize_gradients_([w, zero])
     wf, gf = w.detach().reshape(-1), g.reshape(-1)
-    perp = gf - (wf @ gf) / (wf @ wf) * wf  # hand computation, methods.md section 6
+    perp = gf - (wf @ gf) / (wf @ wf) * wf  # hand computation, docs/methods.md section 6
     expected = perp * gf.norm() / perp.norm()  # rescaled back to ||g|| (trap 14)
     assert torch.allclose(w.grad.reshape(-1), expected, atol=1e-6)
     assert abs(float(w.grad.reshape(-1) @ wf)) < 1e-4 * float(gf.norm() * wf.norm())
@@ -164,16 +165,7 @@ def test_resume_with_accelerators_equals_uninterrupted(tiny_cfg, tmp_path, extra
     full = Run.start(tiny_cfg(*extra, steps=120), tmp_path / "full")
     full.train()
     part = Run.start(tiny_cfg(*extra, steps=120), tmp_path / "part")
-    original = part.train_step
-
-    def step_then_maybe_die(lr):
-        if part.step == 95:
-            raise KeyboardInterrupt
-        return original(lr)
-
-    part.train_step = step_then_maybe_die
-    with pytest.raises(KeyboardInterrupt):
-        part.train()
+    train_until_killed(part, 95)
     resumed = Run.resume(tmp_path / "part")
     assert resumed.step == 80
     # The filter state came back from the checkpoint (not a fresh, empty filter).

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from groklab.models import HookedTransformer, ModelConfig
+from groklab.models import HookedTransformer, ModelConfig, fast
 
 TL_SHAPES = {
     "hook_embed": ("batch", "pos", "d_model"),
@@ -94,13 +94,39 @@ def test_run_with_hooks_can_replace_an_activation():
     assert torch.allclose(model(x), clean)  # the hook is gone again
 
 
-def test_fused_and_hooked_paths_agree():
-    # Reading the attention pattern / LN scale switches to the explicit computation.
+def _loss_and_grads(model, run, y):
+    model.zero_grad()
+    logits = run()
+    torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_loops": 2}, {"normalization_type": None},
+                                {"tie_word_embeddings": False}, {"n_layers": 1}])
+@pytest.mark.parametrize("answer", [True, False])
+def test_speed_paths_equal_the_readable_forward(kw, answer):
+    """groklab.models.fast (fused LayerNorm and attention, the answer-only last block) gives the
+    readable forward's logits and every gradient."""
+    model = make(**kw)
+    x = tokens()
+    ap = torch.tensor([4, 3, 2, 4, 1, 0]) if answer else None
+    y = torch.randint(0, model.cfg.d_vocab_out, (6,) if answer else (6, 5),
+                      generator=torch.Generator().manual_seed(4))
+    quick, g_quick = _loss_and_grads(model, lambda: fast.forward(model, x, ap), y)
+    plain, g_plain = _loss_and_grads(model, lambda: model(x, ap), y)
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=1e-5)
+    for name in g_plain:
+        torch.testing.assert_close(g_quick[name], g_plain[name], atol=1e-5, rtol=1e-4)
+
+
+def test_fast_forward_honours_hooks():
+    """With any hook attached, fast.forward is the readable forward: the hook runs."""
     model = make()
     x = tokens()
-    fused = model(x)
-    logits, _ = model.run_with_cache(x)
-    torch.testing.assert_close(fused, logits, atol=1e-5, rtol=1e-5)
+    seen = []
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_mid", lambda a, hook: seen.append(1))]):
+        fast.forward(model, x)
+    assert seen == [1]
 
 
 def test_logit_lens_of_final_layer_equals_logits():
@@ -123,33 +149,31 @@ def test_answer_pos_gathers_full_logits():
 def test_one_layer_token_table_path_equals_the_per_example_path(norm):
     """A one-layer model with a batch larger than its vocabulary computes its first block once
     per (token, position) and gathers; the logits and every gradient are those of the plain
-    path, which a hook on hook_embed forces."""
+    path."""
     model = make(n_layers=1, normalization_type=norm)
     x = torch.randint(0, 20, (64, 5), generator=torch.Generator().manual_seed(2))
     ap = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(3))
     y = torch.randint(0, 20, (64,), generator=torch.Generator().manual_seed(4))
 
-    def loss_and_grads(watch: bool):
+    def loss_and_grads(plain: bool):
         model.zero_grad()
-        if watch:
-            with model.hooks(fwd_hooks=[("hook_embed", lambda act, hook: act)]):
-                logits = model(x, ap)
-        else:
-            logits = model(x, ap)
+        logits = model(x, ap) if plain else fast.forward(model, x, ap)
         torch.nn.functional.cross_entropy(logits, y).backward()
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     calls = []
-    block = model.blocks[0]
-    table_path = block.forward_at_tokens
-    block.forward_at_tokens = lambda *a: calls.append(1) or table_path(*a)
-    fast, g_fast = loss_and_grads(False)
+    table_path = fast._first_block_at
+    fast._first_block_at = lambda *a: calls.append(1) or table_path(*a)
+    try:
+        quick, g_quick = loss_and_grads(False)
+    finally:
+        fast._first_block_at = table_path
     plain, g_plain = loss_and_grads(True)
-    assert calls == [1]  # the table path ran once, and the watched run did not take it
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fast, model(x)[torch.arange(64), ap], atol=1e-5, rtol=1e-5)
+    assert calls == [1]  # the table path ran
+    torch.testing.assert_close(quick, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(quick, model(x)[torch.arange(64), ap], atol=1e-5, rtol=1e-5)
     for name in g_plain:
-        torch.testing.assert_close(g_fast[name], g_plain[name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(g_quick[name], g_plain[name], atol=1e-5, rtol=1e-4)
 
 
 def test_stop_and_start_at_layer_compose():

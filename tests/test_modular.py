@@ -22,7 +22,7 @@ def _inv(y: int, p: int) -> int:
     return pow(y, -1, p)
 
 
-# Written independently of the generator, from tasks.md section 5.
+# Written independently of the generator, from docs/tasks.md section 5.
 PYTHON_OPS = {
     "+": lambda x, y, p: (x + y) % p,
     "-": lambda x, y, p: (x - y) % p,

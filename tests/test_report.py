@@ -193,8 +193,10 @@ def test_api_report_and_analyze(runs, tmp_path):
     assert groklab.report(groklab.load_run(run)) == run / "report.html"
     with pytest.raises(ValueError, match="unknown analysis 'logit_len'; did you mean 'logit_lens'"):
         groklab.analyze(run, "logit_len")
-    if "logit_lens" in groklab.analyses():
-        groklab.analyze(run, "logit_lens", checkpoints="last", n_examples=20)
-        assert any(p.name.startswith("logit_lens") for p in (run / "figures").iterdir())
-        groklab.report(run)
-        assert 'id="analysis-logit_lens"' in (run / "report.html").read_text()
+    assert {"logit_lens", "causal_tracing", "fourier", "circuit"} <= set(groklab.analyses())
+    result = groklab.analyze(run, "logit_lens", checkpoints="last", n_examples=20)
+    assert result.ranks and "logit lens" in result.text()
+    assert any(p.name.startswith("logit_lens") for p in (run / "figures").iterdir())
+    assert (run / "analysis" / "logit_lens.npz").exists()
+    groklab.report(run)
+    assert 'id="analysis-logit_lens"' in (run / "report.html").read_text()

@@ -8,7 +8,7 @@ from groklab.cli import app
 from groklab.config import load_config
 from groklab.sweep import SweepError, load_spec, parse_spec, read_index, run_sweep, sweep_names
 from groklab.train.loop import Run
-from tests.conftest import TINY_SETS
+from tests.conftest import TINY_SETS, train_until_killed
 
 runner = CliRunner()
 
@@ -91,16 +91,7 @@ def test_resume_skips_finished_points_and_resumes_interrupted(tmp_path):
     # The spec grows by one seed, whose run was killed at step 30 (resume.pt at 20).
     grown = parse_spec(tiny_spec(**{"train.seed": [0, 1, 2]}))
     victim = Run.start(grown.points[2].config, out / "points" / "seed=2")
-    original = victim.train_step
-
-    def die_at_30(lr):
-        if victim.step == 30:
-            raise KeyboardInterrupt
-        return original(lr)
-
-    victim.train_step = die_at_30
-    with pytest.raises(KeyboardInterrupt):
-        victim.train()
+    train_until_killed(victim, 30)
     assert json.loads((out / "points/seed=2/summary.json").read_text())["status"] == "running"
 
     rows = run_sweep(grown, out, log=lambda s: None)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from groklab.api import load_run
-from groklab.train.loop import Run, TrainingDiverged
+from groklab.train.loop import Run, TrainingDiverged, train_runs
 from groklab.train.schedule import log_linear_steps, lr_at
-from tests.conftest import TINY_SETS
+from groklab.train.steps import EagerStep
+from tests.conftest import TINY_SETS, train_until_killed
 
 
 def strip_time(rows):
@@ -80,16 +81,7 @@ def test_resume_in_process_equals_uninterrupted(tiny_cfg, tmp_path):
     part.cfg.train.steps = 120
     stop_at = 95
 
-    original = part.train_step
-
-    def step_then_maybe_die(lr):
-        if part.step == stop_at:
-            raise KeyboardInterrupt
-        return original(lr)
-
-    part.train_step = step_then_maybe_die
-    with pytest.raises(KeyboardInterrupt):
-        part.train()
+    train_until_killed(part, stop_at)
     resumed = Run.resume(tmp_path / "part")
     assert resumed.step == 80
     resumed.train()
@@ -143,15 +135,14 @@ def test_resume_removes_the_temp_files_of_a_write_cut_short(tiny_cfg, tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message(tiny_cfg, tmp_path):
     run = Run.start(tiny_cfg("train.grad_clip=0", steps=100), tmp_path / "run")
-    original = run.train_step
+    step = EagerStep(run)
 
-    def poisoned(lr):
-        loss = original(lr)
+    def poisoned():
+        loss = step()
         return loss * float("nan") if run.step >= 45 else loss
 
-    run.train_step = poisoned
     with pytest.raises(TrainingDiverged, match=r"NaN/Inf between step 40 and 50.*last good checkpoint is step 40"):
-        run.train()
+        train_runs([run], poisoned)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "diverged"
     state = torch.load(tmp_path / "run" / "checkpoints" / "resume.pt", weights_only=False)

@@ -4,7 +4,7 @@ Question (Wang et al. 2024, section 3.3 and App. D): in a two-hop query (h, r1, 
 prediction flow through a state that holds the bridge entity -- S[L, r1] at a middle layer --
 and does that link strengthen while the model groks?
 
-**Wang et al.'s method** (methods.md section 1; traps 5, 6). For each input slot (composition:
+**Wang et al.'s method** (docs/methods.md section 1; traps 5, 6). For each input slot (composition:
 h, r1, r2; comparison: attribute, e1, e2) build a counterfactual input that replaces that one
 token with a token of the SAME type chosen so that the correct answer CHANGES:
 
@@ -22,7 +22,7 @@ figure, 1 - mean(rank_after(t) == 0), is kept as ``strength_paper`` (they agree 
 clean model is right). Hidden state L = ``blocks.L.hook_resid_pre`` (L = 0: the embeddings).
 An example with no valid replacement for a slot is left out of that slot's average.
 
-**ROME's variant** (Meng et al. 2022 section 2.1; methods.md section 2, trap 9): add Gaussian
+**ROME's variant** (Meng et al. 2022 section 2.1; docs/methods.md section 2, trap 9): add Gaussian
 noise nu * eps to the token embeddings of the subject tokens (composition: h; comparison: e1
 and e2), nu = 3 x the std of those embeddings, the same 10 noise samples (seed 1) for every
 example; then restore one clean hidden state (layer, position) and measure the probability of
@@ -44,6 +44,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from groklab.analysis import causal_tracing_figures
+from groklab.analysis.causal_tracing_counterfactuals import (  # noqa: F401  (re-exported)
+    SUPPORTED,
+    Counterfactual,
+    _pick,
+    comparison_counterfactuals,
+    composition_counterfactuals,
+    counterfactuals,
+    subject_positions,
+)
+from groklab.analysis.causal_tracing_figures import diverging_cmap  # noqa: F401  (re-exported)
 from groklab.analysis.logit_lens import _save_fig, position_labels, stable_rank
 from groklab.analysis.patching import base_residuals, patch_grid
 from groklab.analysis.sources import (
@@ -51,126 +62,12 @@ from groklab.analysis.sources import (
     default_splits,
     early_step,
     open_source,
-    plot_per_layer,
     require_transformer,
     sample_examples,
 )
 from groklab.tasks.base import Split, TaskData
 
 NAME = "causal_tracing"
-SUPPORTED = ("composition", "comparison")
-
-
-# --- counterfactuals -------------------------------------------------------------------------
-
-
-@dataclass
-class Counterfactual:
-    """One input slot replaced: the perturbed inputs, which rows have a valid replacement,
-    and the positions whose hidden states are patched."""
-
-    name: str
-    positions: tuple[int, ...]
-    tokens: torch.Tensor  # [n, pos]
-    valid: np.ndarray  # [n] bool
-
-
-def _pick(cand: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One uniformly random True column per row of ``cand`` [n, m]; rows with none invalid."""
-    scores = np.where(cand, rng.random(cand.shape), -1.0)
-    return scores.argmax(1), cand.any(1)
-
-
-def composition_counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list[Counterfactual]:
-    tails, ood = task.arrays["tails"], task.arrays["ood"]
-    n_ent, n_rel = tails.shape
-    rel0 = int(task.vocab.ids_of_type("relation")[0])
-    h, r1 = ex.meta["hop1"][:, 0], ex.meta["hop1"][:, 1]
-    b, r2 = ex.meta["bridge"], ex.meta["hop2"][:, 1]
-    t = ex.targets.numpy()
-    if (b < 0).any():
-        raise AnalysisError("composition causal tracing needs inferred rows (h, r1, r2)")
-    rng = np.random.default_rng(seed)
-    known = (tails >= 0) & ~ood  # ID atomic facts
-
-    def second_hop(first_tails: np.ndarray) -> np.ndarray:
-        """tail of (x, r2) for each row's r2 and each x in first_tails [n, m]; -1 if none."""
-        safe = np.clip(first_tails, 0, None)
-        t2 = tails[safe, r2[:, None]]
-        return np.where(first_tails >= 0, t2, -1)
-
-    # h': (e, r1) has no fact, or its bridge's (b', r2) is not t.
-    cand_h = (second_hop(tails[:, r1].T) != t[:, None]) & (np.arange(n_ent) != h[:, None])
-    # r1': another ID relation of h whose tail's (., r2) is not t.
-    cand_r1 = known[h] & (second_hop(tails[h]) != t[:, None]) & (np.arange(n_rel) != r1[:, None])
-    # r2': another ID relation of the bridge whose tail is not t.
-    cand_r2 = known[b] & (tails[b] != t[:, None]) & (np.arange(n_rel) != r2[:, None])
-
-    out = []
-    for name, pos, cand, offset in (("h", 0, cand_h, 0), ("r1", 1, cand_r1, rel0),
-                                    ("r2", 2, cand_r2, rel0)):
-        choice, valid = _pick(cand, rng)
-        tokens = ex.inputs.clone()
-        tokens[:, pos] = torch.as_tensor(offset + choice)
-        out.append(Counterfactual(name, (pos,), tokens, valid))
-    return out
-
-
-def comparison_counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list[Counterfactual]:
-    values, ood = task.arrays["values"], task.arrays["ood"]
-    n_ent, n_attr = values.shape
-    attr0 = int(task.vocab.ids_of_type("attribute")[0])
-    a, e1, e2 = ex.meta["attribute"], ex.meta["e1"], ex.meta["e2"]
-    v1, v2 = ex.meta["v1"], ex.meta["v2"]
-    if (e2 < 0).any():
-        raise AnalysisError("comparison causal tracing needs comparison rows (attribute, e1, e2)")
-    rng = np.random.default_rng(seed)
-    compact = task.seq_len == 3
-    pos = {"a": (0,), "e1": (1,), "e2": (2,)} if compact else \
-        {"a": (0, 1), "e1": (2, 3), "e2": (4,)}
-    tok_pos = {"a": 0, "e1": pos["e1"][0], "e2": pos["e2"][0]}
-    vals_a = values[:, a].T  # [n, n_ent]: each entity's value of the row's attribute
-    known = ~ood[:, a].T
-    ents = np.arange(n_ent)
-    others = (ents != e1[:, None]) & (ents != e2[:, None])
-
-    def replacement(v_other: np.ndarray, equal: np.ndarray) -> np.ndarray:
-        # v1 != v2: make the two values equal; v1 == v2: make them differ by one.
-        want = np.where(equal[:, None], np.abs(vals_a - v_other[:, None]) == 1,
-                        vals_a == v_other[:, None])
-        return want & known & others
-
-    label = np.sign(v1 - v2)
-    cand_a = (np.sign(values[e1] - values[e2]) != label[:, None]) \
-        & (np.arange(n_attr) != a[:, None]) & ~ood[e1] & ~ood[e2]
-    out = []
-    for name, cand, offset in (("a", cand_a, attr0), ("e1", replacement(v2, v1 == v2), 0),
-                               ("e2", replacement(v1, v1 == v2), 0)):
-        choice, valid = _pick(cand, rng)
-        tokens = ex.inputs.clone()
-        tokens[:, tok_pos[name]] = torch.as_tensor(offset + choice)
-        out.append(Counterfactual(name, pos[name], tokens, valid))
-    return out
-
-
-def counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list[Counterfactual]:
-    if task.name == "composition":
-        return composition_counterfactuals(task, ex, seed)
-    if task.name == "comparison":
-        return comparison_counterfactuals(task, ex, seed)
-    raise AnalysisError(
-        f"causal tracing builds answer-changing counterfactuals for {', '.join(SUPPORTED)}; "
-        f"task '{task.name}' has none (use groklab.analysis.patching with your own corruption)"
-    )
-
-
-def subject_positions(task: TaskData) -> tuple[int, ...]:
-    """Where ROME's noise goes: the entity tokens of the query."""
-    if task.name == "composition":
-        return (0,)
-    if task.name == "comparison":
-        return (1, 2) if task.seq_len == 3 else (2, 4)
-    raise AnalysisError(f"no subject positions defined for task '{task.name}'")
 
 
 # --- the two tracings ------------------------------------------------------------------------
@@ -322,6 +219,22 @@ class CausalTracingResult:
     def n_layers(self) -> int:
         return self.arrays[f"{self.splits[0]}.top1_after"].shape[1]
 
+    def text(self) -> str:
+        """Per split: the strongest (layer, slot) link at the early and final checkpoint."""
+        lines = [f"causal tracing ({self.task}, {len(self.steps)} checkpoints, early step "
+                 f"{self.early_step}):"]
+        steps = list(self.steps)
+        for split in self.splits:
+            st = self.strength(split)
+            for label, step in (("early", self.early_step), ("final", steps[-1])):
+                if step not in steps:
+                    continue
+                grid = st[steps.index(step)]
+                layer, slot = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+                lines.append(f"  {split} {label} (step {step}): strongest S[{layer}, "
+                             f"{self.slots[slot]}] = {grid[layer, slot]:.2f}")
+        return "\n".join(lines)
+
     def _valid(self, split: str) -> np.ndarray:
         return self.arrays[f"{split}.valid"]  # [slots, n]
 
@@ -362,97 +275,21 @@ class CausalTracingResult:
     def plot(self, splits: Sequence[str] | None = None):
         """Causal strength at the early checkpoint, the final one, and final minus early (the
         paper's diverging orange-white-green map on [-1, 1]); a row per split."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        splits = list(splits or self.splits)
-        i0 = self.index_of(self.early_step)
-        fig, axes = plt.subplots(len(splits), 3, squeeze=False,
-                                 figsize=(3.0 + 1.1 * 3 * len(self.slots), 0.6 + 2.8 * len(splits)))
-        for row, split in zip(axes, splits):
-            s = self.strength(split)
-            panels = [(f"step {self.steps[i0]} (early)", s[i0], "Greys", 0),
-                      (f"step {self.steps[-1]} (final)", s[-1], "Greys", 0),
-                      ("final - early", s[-1] - s[i0], diverging_cmap(), -1)]
-            for ax, (title, grid, cmap, vmin) in zip(row, panels):
-                im = ax.imshow(grid, origin="lower", vmin=vmin, vmax=1, cmap=cmap, aspect="auto")
-                for (i, j), v in np.ndenumerate(grid):
-                    if np.isfinite(v):
-                        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if (vmin == 0 and v > 0.6) else "black")
-                ax.set_xticks(range(len(self.slots)), self.slots)
-                ax.set_yticks(range(self.n_layers))
-                ax.set_title(f"{split}: {title}", fontsize=8)
-                fig.colorbar(im, ax=ax, shrink=0.8)
-            row[0].set_ylabel("layer (hidden state)")
-        for ax in axes[-1]:
-            ax.set_xlabel("patched slot")
-        fig.suptitle(f"causal strength (noising: fraction of top-1 changed), {self.task}",
-                     fontsize=10)
-        fig.tight_layout()
-        return fig
+        return causal_tracing_figures.plot_strength(self, splits)
 
     def plot_over_training(self, split: str | None = None):
         """Causal strength of each slot vs step, one line per layer, with clean accuracy."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        split = split or self.splits[0]
-        s = self.strength(split)
-        fig, axes = plt.subplots(1, len(self.slots), figsize=(3.6 * len(self.slots), 3.2),
-                                 squeeze=False)
-        for j, (ax, slot) in enumerate(zip(axes[0], self.slots)):
-            plot_per_layer(ax, self.steps, s[:, :, j], self.n_layers)
-            ax.plot(self.steps, self.clean_accuracy(split), "k--", lw=1, label="clean acc")
-            ax.axvline(self.early_step, color="grey", lw=0.6)
-            ax.set_title(f"slot {slot}", fontsize=9)
-        axes[0][0].set_ylabel("causal strength")
-        axes[0][-1].legend(fontsize=7, ncol=2)
-        fig.suptitle(f"causal strength over training, {self.task} {split}", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return causal_tracing_figures.plot_over_training(self, split)
 
     def plot_rome(self, splits: Sequence[str] | None = None):
         """ROME NIE heatmaps [layer, position] at the first and last ROME checkpoints; a row
         per split."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        splits = [s for s in (splits or self.splits) if self.has_rome(s)]
-        idx = sorted({0, len(self.rome_steps) - 1})
-        fig, axes = plt.subplots(len(splits), len(idx), squeeze=False,
-                                 figsize=(1.5 + 1.1 * len(self.positions) * len(idx),
-                                          0.6 + 2.8 * len(splits)))
-        labels = [p + ("*" if k in self.noise_positions else "")
-                  for k, p in enumerate(self.positions)]
-        for row, split in zip(axes, splits):
-            nie = self.nie(split)
-            for ax, i in zip(row, idx):
-                im = ax.imshow(nie[i], origin="lower", vmin=0, vmax=1, cmap="Purples",
-                               aspect="auto")
-                for (a, b), v in np.ndenumerate(nie[i]):
-                    ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=7)
-                ax.set_xticks(range(len(self.positions)), labels)
-                ax.set_yticks(range(self.n_layers))
-                ax.set_title(f"{split}: step {self.rome_steps[i]}", fontsize=8)
-                fig.colorbar(im, ax=ax, shrink=0.8)
-            row[0].set_ylabel("layer (hidden state)")
-        for ax in axes[-1]:
-            ax.set_xlabel("restored position (* noised)")
-        fig.suptitle(f"ROME tracing: normalized indirect effect, {self.task}", fontsize=10)
-        fig.tight_layout()
-        return fig
+        return causal_tracing_figures.plot_rome(self, splits)
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, run_dir: str | Path) -> list[Path]:
         """RUN/analysis/causal_tracing.npz (+ .json) and RUN/figures/causal_tracing_*.png."""
-        from groklab.train.rundir import atomic_write_bytes, atomic_write_text
+        from groklab.rundir import atomic_write_bytes, atomic_write_text
 
         run_dir = Path(run_dir)
         arrays = dict(self.arrays, steps=self.steps)
@@ -496,14 +333,6 @@ def _masked_mean(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     w = valid.astype(float)[None, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         return (x * w).sum(-1) / w.sum(-1)
-
-
-def diverging_cmap():
-    """The paper's orange - white - green map for differences in [-1, 1]."""
-    from matplotlib.colors import LinearSegmentedColormap
-
-    return LinearSegmentedColormap.from_list("orange_white_green",
-                                             ["#e66101", "#ffffff", "#1b9e3a"])
 
 
 def run(

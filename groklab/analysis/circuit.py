@@ -1,7 +1,7 @@
 """The circuit, read from the logit lens and causal tracing together across training.
 
-Question (Wang et al. 2024, section 3.3, section 4, App. D; anchors.md section 1, Circuits
-row): which hidden states carry the intermediate result (composition: the bridge entity at
+Question (Wang et al. 2024, section 3.3, section 4, App. D; docs/anchors.md section 1,
+Circuits row): which hidden states carry the intermediate result (composition: the bridge entity at
 S[L, r1]; comparison: the two values at S[L, e1] and S[L, e2]), does the prediction causally
 depend on them, and which of those links grow between memorization and the end of training?
 Does the OOD failure show as the upper layers not using the state?
@@ -74,7 +74,7 @@ class CircuitSummary:
         return fig
 
     def save(self, run_dir: str | Path) -> list[Path]:
-        from groklab.train.rundir import atomic_write_text
+        from groklab.rundir import atomic_write_text
 
         run_dir = Path(run_dir)
         js = run_dir / "analysis" / f"{NAME}_summary.json"
@@ -261,7 +261,7 @@ def summarize(lens: LogitLensResult, tracing: CausalTracingResult | None,
 
 def run(source, **_) -> CircuitSummary:
     """Summarize a run directory whose logit lens (and causal tracing) results are saved."""
-    from groklab.api import LoadedRun, load_run
+    from groklab.rundir import LoadedRun, load_run
 
     run_dir = Path(source.path if isinstance(source, LoadedRun) else source)
     if not (run_dir / "analysis" / "logit_lens.npz").exists():

@@ -1,5 +1,5 @@
 """Fourier progress measures: how a model of modular addition builds its circuit, checkpoint by
-checkpoint (Nanda et al. 2023, arXiv 2301.05217; methods.md section 4).
+checkpoint (Nanda et al. 2023, arXiv 2301.05217; docs/methods.md section 4).
 
 Question: a network trained on (a + b) mod p memorizes first and generalizes much later. Does
 the generalizing circuit (embed a, b as cos/sin(w_k a) for a few key frequencies w_k = 2 pi k / p,
@@ -52,144 +52,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from groklab.analysis import fourier_figures
+from groklab.analysis.fourier_measures import (  # noqa: F401  (re-exported: the public API)
+    EXPLAINED,
+    MIN_CLUSTER,
+    NORM_FRACTION,
+    _ce,
+    cluster_neurons,
+    fourier_basis,
+    frequency_energy,
+    gini,
+    n_frequencies_for,
+    neuron_frequency_fractions,
+    restricted_and_excluded_loss,
+    sum_directions,
+)
 from groklab.analysis.sources import AnalysisError, open_source
 from groklab.tasks.base import TaskData
 
-EXPLAINED = 0.85  # a neuron belongs to a frequency cluster above this fraction (Nanda et al.)
-MIN_CLUSTER = 0.01  # a key frequency is dominant for at least this fraction of the neurons
-NORM_FRACTION = 0.9  # "frequencies carrying 90% of the embedding's squared norm"
 DROP_FRACTION = 0.1  # a loss has "fallen" below this fraction of chance (ln p)
 LOSS_OPS = {"+": 1, "-": -1}  # operations with a restricted/excluded loss: a + sign * b
-
-
-# ----------------------------------------------------------------------------- the basis
-
-
-def fourier_basis(p: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Orthonormal Fourier basis of Z_p as rows [p, p], each row's frequency [p], and names.
-
-    Order: const, cos 1, sin 1, cos 2, sin 2, ... (and cos p/2 last for even p).
-    """
-    x = np.arange(p)
-    rows, freqs, names = [np.ones(p)], [0], ["const"]
-    for k in range(1, p // 2 + 1):
-        rows.append(np.cos(2 * np.pi * k * x / p))
-        freqs.append(k)
-        names.append(f"cos {k}")
-        if 2 * k == p:  # sin(pi x) vanishes on the integers
-            break
-        rows.append(np.sin(2 * np.pi * k * x / p))
-        freqs.append(k)
-        names.append(f"sin {k}")
-    basis = np.stack(rows)
-    basis /= np.linalg.norm(basis, axis=1, keepdims=True)
-    return basis, np.array(freqs), names
-
-
-def frequency_energy(coeffs: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """Squared norm per frequency 0..max from Fourier coefficients [..., p components, d]."""
-    energy = (coeffs**2).sum(-1)  # [..., p]
-    out = np.zeros(energy.shape[:-1] + (int(freqs.max()) + 1,))
-    for k in range(out.shape[-1]):
-        out[..., k] = energy[..., freqs == k].sum(-1)
-    return out
-
-
-def gini(x: np.ndarray) -> np.ndarray:
-    """Gini coefficient over the last axis of nonnegative x: 0 even, (n-1)/n one spike."""
-    x = np.sort(np.asarray(x, dtype=np.float64), axis=-1)
-    n = x.shape[-1]
-    i = np.arange(1, n + 1)
-    total = x.sum(-1)
-    return np.where(total > 0, ((2 * i - n - 1) * x).sum(-1) / (n * np.maximum(total, 1e-300)), 0.0)
-
-
-def n_frequencies_for(energy: np.ndarray, fraction: float = NORM_FRACTION) -> np.ndarray:
-    """Fewest frequencies whose squared norm reaches ``fraction`` of the total (last axis)."""
-    e = np.sort(energy, axis=-1)[..., ::-1]
-    cum = np.cumsum(e, axis=-1) / np.maximum(e.sum(-1, keepdims=True), 1e-300)
-    return (cum < fraction - 1e-12).sum(-1) + 1
-
-
-# ----------------------------------------------------------------------------- neurons
-
-
-def neuron_frequency_fractions(acts: torch.Tensor, basis: np.ndarray, freqs: np.ndarray):
-    """Fraction of each neuron's squared 2-D Fourier norm on each frequency.
-
-    ``acts`` [p, p, n_neurons] over inputs (a, b). Returns [n_freq + 1, n_neurons]; row 0 is the
-    const x const term (zero after centring); rows k >= 1 sum the 8 terms of frequency k.
-    """
-    p, _, n = acts.shape
-    B = torch.as_tensor(basis, dtype=torch.float32, device=acts.device)
-    acts = acts.float() - acts.float().mean((0, 1), keepdim=True)
-    coef = torch.einsum("ia,abn->ibn", B, acts)
-    coef = torch.einsum("jb,ibn->ijn", B, coef)  # [p, p, n]
-    sq = coef.pow(2).reshape(p * p, n).double()
-    fi, fj = np.meshgrid(freqs, freqs, indexing="ij")
-    label = np.where(fi == fj, fi, np.where(fi == 0, fj, np.where(fj == 0, fi, -1))).reshape(-1)
-    n_freq = int(freqs.max()) + 1
-    onehot = torch.zeros(p * p, n_freq, dtype=torch.float64, device=acts.device)
-    ok = label >= 0
-    onehot[torch.as_tensor(np.flatnonzero(ok)), torch.as_tensor(label[ok])] = 1.0
-    frac = onehot.T @ sq / sq.sum(0).clamp_min(1e-300)  # [n_freq, n]
-    return frac.cpu().numpy()
-
-
-def cluster_neurons(frac: np.ndarray, threshold: float = EXPLAINED,
-                    min_cluster: float = MIN_CLUSTER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dominant frequency per neuron, its fraction explained, and the key frequencies.
-
-    ``frac`` [n_freq + 1, n_neurons]. A neuron's cluster is its dominant frequency when that
-    explains >= ``threshold`` of its norm, else 0 (the residual cluster; also dead neurons).
-    """
-    dom = frac[1:].argmax(0) + 1
-    explained = frac[1:].max(0)
-    cluster = np.where(explained >= threshold, dom, 0)
-    sizes = np.bincount(cluster, minlength=frac.shape[0])
-    need = max(1, math.ceil(min_cluster * frac.shape[1]))
-    key = np.flatnonzero(sizes[1:] >= need) + 1
-    return cluster, explained, key
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def sum_directions(p: int, key_freqs, sign: int = 1) -> np.ndarray:
-    """[p^2, 2 * len(key_freqs)] orthonormal directions cos/sin(w_k (a + sign * b)) over the
-    flattened input grid (index a * p + b)."""
-    basis, freqs, _ = fourier_basis(p)
-    cols = []
-    for k in key_freqs:
-        k = int(k)
-        if not 1 <= k <= (p - 1) // 2:
-            raise AnalysisError(f"key frequency {k} is outside 1..{(p - 1) // 2} for p={p}")
-        c, s = basis[2 * k - 1], basis[2 * k]
-        cols.append((np.outer(c, c) - sign * np.outer(s, s)).reshape(-1) / math.sqrt(2))
-        cols.append((np.outer(s, c) + sign * np.outer(c, s)).reshape(-1) / math.sqrt(2))
-    if not cols:
-        return np.zeros((p * p, 0))
-    return np.stack(cols, axis=1)
-
-
-def _ce(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return float(torch.nn.functional.cross_entropy(logits, targets))
-
-
-def restricted_and_excluded_loss(logits, targets, train_mask, key_freqs, sign: int = 1):
-    """(restricted loss, excluded loss) of grid logits [p^2, p] (row a * p + b).
-
-    ``targets`` [p^2] answers, ``train_mask`` [p^2] the training pairs. Projection is along the
-    input axis, independently for each output class (methods.md trap 7).
-    """
-    L = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(targets, dtype=torch.long)
-    p = L.shape[1]
-    U = torch.as_tensor(sum_directions(p, key_freqs, sign), dtype=torch.float64)
-    proj = U @ (U.T @ L)
-    restricted = proj + (L - proj).mean(0, keepdim=True)
-    mask = torch.as_tensor(np.asarray(train_mask, dtype=bool))
-    return _ce(restricted, y), _ce((L - proj)[mask], y[mask])
 
 
 # ----------------------------------------------------------------------------- the model side
@@ -323,6 +205,18 @@ class FourierResult:
         }
         return self.phases
 
+    def text(self) -> str:
+        s = self.summary()
+        f = s["final"]
+        return "\n".join([
+            f"fourier ({s['op']} mod {s['p']}, {s['n_checkpoints']} checkpoints): key frequencies "
+            f"{s['key_freqs']}; at step {s['steps'][1]}: test acc {f['test_acc']:.3f}, "
+            f"{f['embed_n_freq_90']} frequencies carry 90% of W_E's squared norm "
+            f"({f['embed_key_fraction']:.2f} in the key ones), Gini W_E {f['gini_embed']:.2f}",
+            f"phases: memorized {s['step_memorized']}, cleanup from {s['step_cleanup']}, "
+            f"test acc 0.99 at {s['step_generalized']}; below 0.1 ln p: restricted loss at "
+            f"{s['step_restricted_drop']}, test loss at {s['step_test_drop']}"])
+
     def summary(self) -> dict:
         """Headline numbers of the last checkpoint plus the phase steps (JSON-ready)."""
         s = {
@@ -350,109 +244,25 @@ class FourierResult:
 
     # -- output ---------------------------------------------------------------------------
 
-    def _phase_lines(self, ax) -> None:
-        colors = {"step_memorized": "tab:red", "step_cleanup": "tab:purple",
-                  "step_generalized": "tab:green"}
-        for key, color in colors.items():
-            step = self.phases.get(key)
-            if step is not None:
-                ax.axvline(step, color=color, ls="--", lw=1, alpha=0.7)
-
     def plot(self):
         """Losses (full, restricted, excluded), accuracies and Fourier sparsity vs step, with the
         memorization / circuit formation / cleanup boundaries as dashed lines."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-        x = np.maximum(self.steps, 1)
-        ax = axes[0]
-        for name, y in [("train", self.train_loss), ("test", self.test_loss),
-                        ("restricted", self.restricted_loss), ("excluded", self.excluded_loss)]:
-            ax.plot(x, y, label=f"{name} loss")
-        ax.set_yscale("log")
-        ax.set_title(f"losses (key freqs {', '.join(map(str, self.key_freqs)) or 'none'})")
-        ax = axes[1]
-        ax.plot(x, self.train_acc, label="train")
-        ax.plot(x, self.test_acc, label="test")
-        ax.set_title("accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax = axes[2]
-        ax.plot(x, self.gini_embed, label="Gini, W_E Fourier norms")
-        ax.plot(x, self.gini_wl, label="Gini, W_L Fourier norms")
-        ax.plot(x, self.embed_key_fraction, label="W_E norm² in key freqs")
-        ax.set_title("Fourier sparsity")
-        ax.set_ylim(-0.02, 1.02)
-        for ax in axes:
-            self._phase_lines(ax)
-            ax.set_xlabel("step")
-            ax.legend(fontsize=8)
-        fig.suptitle(f"Fourier progress measures, {self.op} mod {self.p} "
-                     "(dashed: memorized, cleanup starts, test acc 0.99)")
-        fig.tight_layout()
-        return fig
+        return fourier_figures.plot_progress(self)
 
     def plot_spectra(self):
         """Final embedding and neuron-logit map per frequency; embedding spectrum over steps."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-        k = np.arange(self.embed_energy.shape[1])
-        for ax, energy, title in [(axes[0], self.embed_energy[-1], "W_E"),
-                                  (axes[1], self.wl_energy[-1], "W_L = W_out W_U")]:
-            colors = ["tab:orange" if i in set(self.key_freqs.tolist()) else "tab:blue" for i in k]
-            ax.bar(k, energy / max(energy.sum(), 1e-300), color=colors)
-            ax.set_title(f"{title}: squared norm per frequency, step {int(self.steps[-1])}")
-            ax.set_xlabel("frequency k (orange: key)")
-        e = self.embed_energy / np.maximum(self.embed_energy.sum(1, keepdims=True), 1e-300)
-        ax = axes[2]
-        im = ax.imshow(e.T, aspect="auto", origin="lower", cmap="viridis",
-                       extent=[-0.5, len(self.steps) - 0.5, -0.5, e.shape[1] - 0.5])
-        ticks = np.linspace(0, len(self.steps) - 1, min(6, len(self.steps))).astype(int)
-        ax.set_xticks(ticks, [str(int(self.steps[i])) for i in ticks])
-        ax.set_xlabel("step (checkpoint index spacing)")
-        ax.set_ylabel("frequency k")
-        ax.set_title("W_E squared norm fraction per frequency")
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        return fig
+        return fourier_figures.plot_spectra(self)
 
     def plot_neurons(self):
         """Neuron clusters by dominant frequency over steps, and the final fraction explained."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        x = np.maximum(self.steps, 1)
-        n = self.neuron_cluster.shape[1]
-        ax = axes[0]
-        for kf in self.key_freqs:
-            ax.plot(x, (self.neuron_cluster == kf).sum(1) / n, label=f"k={int(kf)}")
-        ax.plot(x, (self.neuron_cluster == 0).sum(1) / n, "k--", label="residual")
-        ax.set_title(f"fraction of neurons per key-frequency cluster (>= {EXPLAINED} explained)")
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-        self._phase_lines(ax)
-        ax = axes[1]
-        ax.hist(self.neuron_explained[-1], bins=40, range=(0, 1))
-        ax.axvline(EXPLAINED, color="k", ls="--")
-        ax.set_title(f"fraction explained by the dominant frequency, step {int(self.steps[-1])}")
-        fig.tight_layout()
-        return fig
+        return fourier_figures.plot_neurons(self)
 
     def save(self, run_dir) -> list[Path]:
         """RUN/analysis/fourier.npz + fourier.json, RUN/figures/fourier_{progress,spectra,
         neurons}.png; every file written atomically. Returns the paths."""
         import matplotlib.pyplot as plt
 
-        from groklab.train.rundir import atomic_write_bytes, atomic_write_text
+        from groklab.rundir import atomic_write_bytes, atomic_write_text
 
         run_dir = Path(run_dir)
         arrays = {k: np.asarray(v) for k, v in asdict(self).items()

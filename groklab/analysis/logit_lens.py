@@ -4,7 +4,7 @@ Question (Wang et al. 2024, section 3.3 and App. D): where does the model hold t
 entity of a two-hop query, or the attribute values of a comparison, and when during training
 does that state form?
 
-Method (methods.md section 1; traps 1-4, 10): for every layer L = 0..n_layers (hidden state L
+Method (docs/methods.md section 1; traps 1-4, 10): for every layer L = 0..n_layers (hidden state L
 = TL ``blocks.{L}.hook_resid_pre`` = HF ``hidden_states[L]``; L = n_layers is the last
 ``resid_post``) and every position, put the state through the final LayerNorm with its own
 statistics (``ActivationCache.accumulated_resid(apply_ln=True)``) and the unembedding
@@ -131,6 +131,18 @@ class LogitLensResult:
     def recall(self, split: str, target: str, k: int) -> np.ndarray:
         return (self.ranks[f"{split}.{target}"] < k).mean(axis=(-2, -1))
 
+    def text(self) -> str:
+        """Per split and target: the layer and position where it decodes best at the end."""
+        lines = [f"logit lens ({self.task}, {len(self.steps)} checkpoints, "
+                 f"{self.n_layers + 1} layers x {len(self.positions)} positions):"]
+        for key in self.ranks:
+            split, target = key.split(".", 1)
+            m = self.mrr(split, target)[-1]  # [layer, position]
+            layer, pos = np.unravel_index(int(np.argmax(m)), m.shape)
+            lines.append(f"  {split} {target}: best MRR {m.max():.2f} at layer {layer}, "
+                         f"position {self.positions[pos]}")
+        return "\n".join(lines)
+
     def has(self, split: str, target: str) -> bool:
         return f"{split}.{target}" in self.ranks
 
@@ -196,7 +208,7 @@ class LogitLensResult:
         """RUN/analysis/logit_lens.npz (+ .json) and RUN/figures/logit_lens_*.png."""
         import io
 
-        from groklab.train.rundir import atomic_write_bytes, atomic_write_text
+        from groklab.rundir import atomic_write_bytes, atomic_write_text
 
         run_dir = Path(run_dir)
         arrays = {"steps": self.steps}
@@ -238,7 +250,7 @@ def _save_fig(fig, path: Path) -> Path:
 
     import matplotlib.pyplot as plt
 
-    from groklab.train.rundir import atomic_write_bytes
+    from groklab.rundir import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)  # no bbox "tight": it draws the figure twice

@@ -5,9 +5,9 @@ output, one attention head -- carries the information that makes one run behave 
 
 Method: run a *base* input, overwrite one slice of one activation with its value from a
 *source* run, finish the forward pass and score the logits with a metric. Which run is which
-is the caller's choice, and the two conventions must not be mixed up (methods.md trap 5):
+is the caller's choice, and the two conventions must not be mixed up (docs/methods.md, trap 5):
 
-* **denoising** (TransformerLens ``patching.get_act_patch_*``, methods.md section 3e): base =
+* **denoising** (TransformerLens ``patching.get_act_patch_*``, docs/methods.md section 3e): base =
   corrupted tokens, source = the clean cache; a cell scores how much clean information that
   one site restores. The ``get_act_patch_*`` functions below keep TL's names, argument order
   and output shapes ([n_layers, pos], [n_layers, n_heads], [n_layers, pos, n_heads],
@@ -21,7 +21,7 @@ Batching. Patching an activation of block ``l`` cannot change anything computed 
 batch dimension ([cells * batch, pos, d_model]) and one hook replaces the masked slice of each
 copy with ``torch.where``. A grid costs one base forward plus one partial forward per layer,
 where TransformerLens's ``generic_activation_patch`` runs a full forward per cell in a Python
-loop (methods.md section 12). :func:`patch_grid_looped` is that per-cell loop, kept as the
+loop (docs/anchors.md section 12). :func:`patch_grid_looped` is that per-cell loop, kept as the
 reference the batched grid is tested and benchmarked against.
 """
 

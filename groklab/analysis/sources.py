@@ -2,7 +2,7 @@
 model in memory, the checkpoints asked for, and a fixed sample of a split.
 
 Wang et al. 2024 analyse 300 items drawn without replacement from ``train_inferred`` with
-``np.random.seed(0)``, the same 300 at every checkpoint (methods.md section 1); so does
+``np.random.seed(0)``, the same 300 at every checkpoint (docs/methods.md section 1.3); so does
 :func:`sample_examples`.
 """
 
@@ -29,7 +29,7 @@ class ModelSource:
     task: TaskData
     steps: list[int]
     model_at: Callable[[int], torch.nn.Module]
-    run: object | None = None  # groklab.api.LoadedRun
+    run: object | None = None  # groklab.rundir.LoadedRun
 
     @property
     def run_dir(self) -> Path | None:
@@ -40,14 +40,10 @@ def open_source(source, *, task: TaskData | None = None, checkpoints="all",
                 device: str = "cpu") -> ModelSource:
     """``source`` is a run directory (path or LoadedRun) or a model; a model needs ``task``
     and counts as one checkpoint at step -1."""
-    from groklab.api import LoadedRun, load_run
+    from groklab.rundir import LoadedRun, load_run
 
     if isinstance(source, (str, Path)):
-        from groklab.train.rundir import RunDir, RunDirError
-
-        if not RunDir(Path(source)).is_run():
-            raise RunDirError(f"'{source}' is not a groklab run directory (no config.yaml)")
-        source = load_run(source)
+        source = load_run(source)  # the one "is this a run" check, in groklab.rundir
     if isinstance(source, LoadedRun):
         steps = select_checkpoints(source.checkpoint_steps, checkpoints, str(source.path))
         return ModelSource(task or source.task, steps,

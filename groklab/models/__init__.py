@@ -1,11 +1,12 @@
 """Models with TransformerLens hook names. ``build_model(cfg)`` picks one by ``architecture``."""
 
 from groklab.models.config import ModelConfig
+from groklab.models.dense import DenseMLP
 from groklab.models.hooks import ActivationCache, HookedRootModule, HookPoint, get_act_name
 from groklab.models.mlp import MLP, PairMLP
 from groklab.models.transformer import HookedTransformer
 
-MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP}
+MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP}
 
 
 def build_model(cfg: ModelConfig):
@@ -18,6 +19,7 @@ __all__ = [
     "HookedRootModule",
     "HookedTransformer",
     "MLP",
+    "DenseMLP",
     "ModelConfig",
     "PairMLP",
     "build_model",

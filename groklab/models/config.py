@@ -7,6 +7,7 @@ from ``d_vocab``. A run's ``config.yaml`` always holds the resolved numbers.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -17,7 +18,9 @@ class ModelConfig(BaseModel):
 
     # pair_mlp: the PAIR one-layer MLP on (a, b) with a factored, tied embedding (models/mlp.py);
     # mlp: a one-hidden-layer MLP on the concatenated one-hot tokens (sparse parity)
-    architecture: Literal["transformer", "pair_mlp", "mlp"] = "transformer"
+    # dense: an MLP on continuous inputs (flattened), n_layers hidden layers of width d_mlp
+    # (n_layers 0: logistic regression), for the ``classify`` objective (models/dense.py)
+    architecture: Literal["transformer", "pair_mlp", "mlp", "dense"] = "transformer"
     n_layers: int = 4  # distinct blocks; with n_loops > 1 the stack runs n_loops times
     d_model: int = 128
     n_heads: int = 4
@@ -27,6 +30,7 @@ class ModelConfig(BaseModel):
     d_vocab: int = -1
     d_vocab_out: int = -1
     n_ctx: int = -1
+    d_input: int = -1  # dense: input features per row (from the task)
     act_fn: Literal["gelu_new", "gelu", "relu"] = "gelu_new"
     normalization_type: Literal["LN"] | None = "LN"  # None: the no-LayerNorm model of Nanda et al.
     tie_word_embeddings: bool = True  # GPT-2 default, as in Wang et al.
@@ -38,9 +42,17 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
-        for f in ("n_layers", "d_model", "n_heads", "n_loops"):
+        for f in ("d_model", "n_heads", "n_loops"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"model.{f} must be a positive integer, got {getattr(self, f)}")
+        if self.n_layers < (0 if self.architecture == "dense" else 1):
+            raise ValueError(f"model.n_layers must be >= 1 (>= 0 for dense), got {self.n_layers}")
+        for f in ("d_head", "d_mlp", "d_embed", "d_vocab", "d_vocab_out", "n_ctx", "d_input"):
+            if getattr(self, f) != -1 and getattr(self, f) <= 0:
+                raise ValueError(f"model.{f} must be a positive integer (or -1: derived), got "
+                                 f"{getattr(self, f)}")
+        if self.initializer_range <= 0 or self.init_scale <= 0:
+            raise ValueError("model.initializer_range and model.init_scale must be > 0")
         if self.d_head == -1 and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}; "
@@ -65,6 +77,30 @@ class ModelConfig(BaseModel):
         if d["n_ctx"] < n_ctx:
             raise ValueError(f"model.n_ctx {d['n_ctx']} is shorter than the task's {n_ctx} tokens")
         return ModelConfig(**d)
+
+    def for_task(self, data) -> "ModelConfig":
+        """Resolved for a task's data (``groklab.tasks.TaskData``): its vocabulary, sequence
+        length or input shape, and a check that every target is a logit the model has."""
+        if data.continuous:
+            if self.architecture != "dense":
+                raise ValueError(f"task '{data.name}' has continuous inputs: set "
+                                 "model.architecture=dense (transformers read tokens)")
+            d = self.model_dump()
+            d["d_input"] = math.prod(data.input_shape)
+            d["d_vocab"] = d["d_vocab_out"] = data.objective.n_classes
+            d["n_ctx"], d["tie_word_embeddings"] = 1, False
+            return ModelConfig(**d).resolved(d["d_vocab"], 1)
+        if self.architecture == "dense":
+            raise ValueError(f"model.architecture=dense needs continuous inputs; task "
+                             f"'{data.name}' has tokens (use transformer, mlp or pair_mlp)")
+        cfg = self.resolved(len(data.vocab), data.seq_len)
+        top = max(int(s.targets.max()) for s in (data.train, *data.probes.values()) if len(s))
+        if top >= cfg.d_vocab_out:
+            raise ValueError(
+                f"model.d_vocab_out {cfg.d_vocab_out} leaves out answer token {top} of task "
+                f"'{data.name}'; set model.d_vocab_out >= {top + 1} (or -1 for the whole "
+                "vocabulary)")
+        return cfg
 
     @property
     def n_effective_layers(self) -> int:

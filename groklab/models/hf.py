@@ -203,7 +203,7 @@ def export_model(model: HookedTransformer, vocab, out_dir: str | Path, *,
 
 def export_hf(run, out_dir: str | Path, *, step: int | None = None) -> Path:
     """Export a run's model (last checkpoint unless ``step``) to ``out_dir``."""
-    from groklab.api import LoadedRun, load_run
+    from groklab.rundir import LoadedRun, load_run
 
     run = run if isinstance(run, LoadedRun) else load_run(run)
     cfg = run.config.model

@@ -131,7 +131,7 @@ class PairMLP(_SmallModel):
         pos = self._answer_pos(tokens, answer_pos)
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         ab = torch.stack([tokens[:, 0], tokens[rows, pos - 1]], dim=1)
-        embed = self.hook_embed(self.W_E[ab])  # [batch, 2, d_embed]
+        embed = self.hook_embed(F.embedding(ab, self.W_E))  # [batch, 2, d_embed]; deterministic
         pre = self.mlp.hook_pre((embed @ self.W_in).sum(1))
         post = self.mlp.hook_post(F.relu(pre))
         out = self.hook_out(post @ self.W_out)
@@ -171,7 +171,9 @@ class MLP(_SmallModel):
     def forward(self, tokens: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:
         # One output for the whole row: answer_pos is accepted for the common interface only.
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        embed = self.hook_embed(self.W_pos_in[positions, tokens])  # [batch, pos, d_mlp]
+        # One embedding table over (position, token) rows: a deterministic backward on a CPU.
+        flat = self.W_pos_in.view(-1, self.W_pos_in.shape[-1])
+        embed = self.hook_embed(F.embedding(positions * self.cfg.d_vocab + tokens, flat))
         pre = self.mlp.hook_pre(embed.sum(1) + self.b_in)
         post = self.mlp.hook_post(F.relu(pre))
         return post @ self.W_out + self.b_out

@@ -16,7 +16,7 @@ Cross-layer parameter sharing (``n_loops`` > 1) builds ``n_layers * n_loops`` bl
 parameters are the same tensors as those of the first ``n_layers``: every effective layer keeps
 its own hook points, so analyses see 8 layers for a 4-block stack looped twice. Positions are
 added once before the first pass and ``ln_final`` is applied once after the last, as in the
-reference implementation (tasks.md, trap 7).
+reference implementation (docs/tasks.md, trap 7).
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        if not (self.hook_scale._forward_hooks or self.hook_normalized._forward_hooks):
-            # The fused kernel computes the same (x - mean) / sqrt(var + eps) * w + b.
-            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         return self.hook_normalized(x / scale) * self.w + self.b
@@ -77,60 +74,17 @@ class Attention(nn.Module):
             "mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False
         )
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # One fused [d_model, 3 * n_heads * d_head] matmul instead of three per-head einsums.
-        h, d, dh = self.W_Q.shape
-        W = torch.cat([self.W_Q, self.W_K, self.W_V]).permute(1, 0, 2).reshape(d, 3 * h * dh)
-        b = torch.cat([self.b_Q, self.b_K, self.b_V]).reshape(3 * h * dh)
-        qkv = torch.addmm(b, x.reshape(-1, d), W).view(*x.shape[:-1], 3, h, dh)
-        q, k, v = qkv.unbind(-3)
-        return self.hook_q(q), self.hook_k(k), self.hook_v(v)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x)
-        p_drop = self.cfg.dropout if self.training else 0.0
-        watched = self.hook_attn_scores._forward_hooks or self.hook_pattern._forward_hooks
-        if watched:
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-            pos = x.shape[-2]
-            scores = scores.masked_fill(~self.mask[:pos, :pos], float("-inf"))
-            scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(scores.softmax(-1))
-            pattern = F.dropout(pattern, p_drop, self.training)
-            z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        else:
-            # Fused kernel when nobody reads the pattern: same math, fewer launches.
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                dropout_p=p_drop, is_causal=True,
-            ).transpose(1, 2)
-        z = self.hook_z(z)
-        h, dh, d = self.W_O.shape
-        out = torch.addmm(self.b_O, z.reshape(-1, h * dh), self.W_O.reshape(h * dh, d))
-        return out.view(*z.shape[:-2], d)
-
-    def forward_at(self, x: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
-        """[batch, d_model]: the output at the answer positions only (keys from all before)."""
-        q, k, v = self._qkv(x)
-        q = q[torch.arange(x.shape[0], device=x.device), answer_pos]  # [batch, n_heads, d_head]
-        return self.attend_at(q, k, v, answer_pos)
-
-    def attend_at(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  answer_pos: torch.Tensor) -> torch.Tensor:
-        """Attention output [batch, d_model] of answer queries q [batch, n_heads, d_head] over
-        keys and values [batch, pos, n_heads, d_head], causal up to ``answer_pos``.
-
-        Broadcast products rather than einsum: with a handful of keys, einsum's batched matmul
-        of [n_heads, d_head] x [d_head, pos] per example is several times slower on a CPU."""
-        scores = (q[:, None] * k).sum(-1) / math.sqrt(self.cfg.d_head)  # [batch, pos, n_heads]
-        keys = torch.arange(k.shape[1], device=k.device)
-        scores = scores.masked_fill((keys[None, :] > answer_pos[:, None])[..., None],
-                                    float("-inf"))
-        pattern = F.dropout(scores.softmax(1), self.cfg.dropout if self.training else 0.0,
-                            self.training)
-        z = (pattern[..., None] * v).sum(1)  # [batch, n_heads, d_head]
-        h, dh, d = self.W_O.shape
-        return torch.addmm(self.b_O, z.reshape(-1, h * dh), self.W_O.reshape(h * dh, d))
+        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
+        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
+        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
+        pos = x.shape[-2]
+        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:pos, :pos], float("-inf")))
+        pattern = self.hook_pattern(scores.softmax(-1))
+        pattern = F.dropout(pattern, self.cfg.dropout if self.training else 0.0, self.training)
+        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
+        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
 
 
 class MLP(nn.Module):
@@ -150,11 +104,9 @@ class MLP(nn.Module):
         return F.gelu(x, approximate="tanh" if self.act_fn == "gelu_new" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x.shape[-1]
-        pre = self.hook_pre(torch.addmm(self.b_in, x.reshape(-1, d), self.W_in).view(
-            *x.shape[:-1], -1))
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
         post = self.hook_post(self.act(pre))
-        return torch.addmm(self.b_out, post.reshape(-1, post.shape[-1]), self.W_out).view_as(x)
+        return post @ self.W_out + self.b_out
 
 
 class TransformerBlock(nn.Module):
@@ -177,37 +129,6 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_mid(resid + self.drop(attn_out))
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
         return self.hook_resid_post(resid + self.drop(mlp_out))
-
-    def forward_at(self, resid: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
-        """[batch, d_model]: resid_post at the answer positions only, with no hooks called."""
-        attn_out = self.attn.forward_at(self.ln1(resid), answer_pos)
-        resid = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos]
-        resid = resid + self.drop(attn_out)
-        return resid + self.drop(self.mlp(self.ln2(resid)))
-
-    def forward_at_tokens(self, W_E: torch.Tensor, W_pos: torch.Tensor, tokens: torch.Tensor,
-                          answer_pos: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward_at` for a first block fed straight from the embeddings, without
-        dropout: its input depends only on (token, position), so LayerNorm and the q/k/v
-        projections run once per vocabulary entry and position ([d_vocab * pos] rows) and are
-        gathered per example, instead of once per example and position. The same math; for
-        the one-layer modular model (114 tokens, full batch of 3,830) it removes most of the
-        step's matmul work."""
-        V, d = W_E.shape
-        B, P = tokens.shape
-        table = (W_E[:, None, :] + W_pos[None, :P, :]).reshape(V * P, d)
-        q, k, v = self.attn._qkv(self.ln1(table))  # [V * P, n_heads, d_head] each
-        flat = tokens * P + torch.arange(P, device=tokens.device)  # row of (token, pos)
-        at = flat[torch.arange(B, device=tokens.device), answer_pos]
-        attn_out = self.attn.attend_at(_rows(q, at), _rows(k, flat), _rows(v, flat), answer_pos)
-        resid = _rows(table, at) + self.drop(attn_out)
-        return resid + self.drop(self.mlp(self.ln2(resid)))
-
-
-def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``t[idx]`` through index_select: its backward (index_add) is ~9x faster on a CPU than
-    indexing's (index_put with accumulation)."""
-    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
 def _share_parameters(dst: nn.Module, src: nn.Module) -> None:
@@ -270,7 +191,9 @@ class HookedTransformer(HookedRootModule):
                 p.mul_(cfg.init_scale)
 
     def residual_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        embed = self.hook_embed(self.W_E[tokens])
+        # F.embedding, not W_E[tokens]: indexing's backward (index_put with accumulation) adds
+        # repeated tokens' gradients in a thread-dependent order on a CPU; embedding's does not.
+        embed = self.hook_embed(F.embedding(tokens, self.W_E))
         pos = self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(embed))
         return self.embed_drop(embed + pos)
 
@@ -285,41 +208,20 @@ class HookedTransformer(HookedRootModule):
     ) -> torch.Tensor:
         """Logits [batch, pos, d_vocab_out], or [batch, d_vocab_out] at ``answer_pos``.
 
-        Passing ``answer_pos`` unembeds only the answer positions, which is all the loss needs.
         ``stop_at_layer`` (exclusive) returns the residual stream entering that layer;
         ``start_at_layer`` with ``residual`` resumes from it (``tokens`` then only give shapes).
+        Every hook point is called; training and evaluation go through the equal, faster
+        ``groklab.models.fast.forward``.
         """
-        blocks = list(self.blocks[start_at_layer:stop_at_layer])
-        # Only the answer positions reach the loss, so the last block's query, attention output
-        # and MLP are needed there alone (about 1.7x faster for the one-layer modular model).
-        # Taken only when no hook watches the last block or ln_final, whose shapes it changes.
-        answer_only = (answer_pos is not None and stop_at_layer is None and bool(blocks)
-                       and not self._watched(blocks[-1], self.ln_final))
-        if (answer_only and len(blocks) == 1 and residual is None and start_at_layer == 0
-                and tokens.shape[0] > self.cfg.d_vocab
-                and not (self.training and self.cfg.dropout > 0)
-                and not self._watched(self.hook_embed, self.hook_pos_embed)):
-            out = blocks[0].forward_at_tokens(self.W_E, self.W_pos, tokens, answer_pos)
-            return self.unembed(self.ln_final(out))
-        if residual is None:
-            resid = self.residual_from_tokens(tokens)
-        else:
-            resid = residual
-        for block in blocks[:-1] if answer_only else blocks:
+        resid = self.residual_from_tokens(tokens) if residual is None else residual
+        for block in self.blocks[start_at_layer:stop_at_layer]:
             resid = block(resid)
         if stop_at_layer is not None:
             return resid
-        if answer_only:
-            return self.unembed(self.ln_final(blocks[-1].forward_at(resid, answer_pos)))
         resid = self.ln_final(resid)
         if answer_pos is not None:
             resid = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos]
         return self.unembed(resid)
-
-    @staticmethod
-    def _watched(*modules: nn.Module) -> bool:
-        return any(isinstance(m, HookPoint) and m._forward_hooks
-                   for mod in modules for m in mod.modules())
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on weight matrices and embeddings (dim >= 2), not on biases or LN."""

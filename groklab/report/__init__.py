@@ -29,7 +29,7 @@ def build_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
 
 
 def report(run) -> Path:
-    """``groklab.report(run)``: a run directory or :class:`groklab.api.LoadedRun` -> the path of
+    """``groklab.report(run)``: a run directory or :class:`groklab.rundir.LoadedRun` -> the path of
     its freshly written ``report.html``."""
     return build_report(getattr(run, "path", run))
 

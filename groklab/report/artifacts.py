@@ -11,7 +11,6 @@ what they measure; new ones are shown all the same, titled after their name.
 from __future__ import annotations
 
 import json
-import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,41 +21,13 @@ OWN_PREFIXES = ("report_", "compare_")
 MAX_JSON_BYTES = 24_000
 MAX_JSON_ROWS = 40
 
-KNOWN = {
-    "logit_lens": (
-        "Logit lens",
-        "Each hidden state passed through the final LayerNorm and the unembedding: the 0-based "
-        "rank of the target tokens (bridge entity, second relation, answer) at every layer and "
-        "position, across checkpoints (nostalgebraist 2020; Wang et al. 2024).",
-    ),
-    "causal_tracing": (
-        "Causal tracing",
-        "Which hidden states the prediction depends on: the state of a run with one token "
-        "replaced (same type, different answer) patched into the clean run at each (layer, "
-        "position); causal strength = fraction of examples whose top-1 prediction changes "
-        "(Wang et al. 2024); and the noise-corruption variant of Meng et al. 2022.",
-    ),
-    "patching": (
-        "Activation patching",
-        "Denoising patches over hook names (residual stream, attention and MLP outputs, heads), "
-        "as [layer, position] or [layer, head] grids.",
-    ),
-    "circuit": (
-        "Circuit summary",
-        "Logit lens and causal tracing read together across training: which states carry the "
-        "bridge entity, and which links grow as the model groks.",
-    ),
-    "fourier": (
-        "Fourier progress measures",
-        "The embedding and unembedding in the Fourier basis of Z_p, key frequencies, the Gini "
-        "coefficient of Fourier norms, restricted and excluded loss (Nanda et al. 2023).",
-    ),
-    "forecast": (
-        "Forecast",
-        "An early prediction of whether and when the run generalizes, from the first part of "
-        "its curves.",
-    ),
-}
+def _known() -> dict[str, tuple[str, str]]:
+    from groklab.analysis.registry import titles
+
+    return titles()
+
+
+KNOWN = _known()  # name -> (title, description), from the analysis registry
 
 
 @dataclass
@@ -97,12 +68,10 @@ def _natural_key(s: str):
 
 
 def analysis_module_names() -> list[str]:
-    """Modules of :mod:`groklab.analysis`, by name, without importing them."""
-    try:
-        import groklab.analysis as pkg
-    except ImportError:  # pragma: no cover - the package always exists
-        return []
-    return [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+    """Analyses in the registry (what a figure's file name may start with)."""
+    from groklab.analysis.registry import ANALYSES
+
+    return list(ANALYSES)
 
 
 def _group_of(stem: str, names: list[str]) -> str:

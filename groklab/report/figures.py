@@ -29,6 +29,7 @@ from groklab.report.style import (
 )
 
 SPLIT_LINE = {"train": 2.2, "id": 2.4, "ood": 2.4, "other": 1.3}
+METRIC_NAMES = {"acc": "accuracy", "exact": "exact match"}
 
 
 def splits_of(rows: list[dict], summary: dict) -> list[str]:
@@ -38,8 +39,10 @@ def splits_of(rows: list[dict], summary: dict) -> list[str]:
     seen = []
     for r in rows:
         for k in r:
-            if k.startswith("acc/") and k[4:] not in seen:
-                seen.append(k[4:])
+            if k.startswith(f"{summary.get('metric', 'acc')}/"):
+                name = k.split("/", 1)[1]
+                if name not in seen:
+                    seen.append(name)
     return seen
 
 
@@ -140,11 +143,12 @@ def accuracy_figure(rows: list[dict], summary: dict) -> Figure:
     with style():
         fig = Figure(figsize=(10.5, 4.6))
         ax = fig.subplots()
-        _split_curves(ax, rows, summary, "acc")
+        metric = summary.get("metric", "acc")
+        _split_curves(ax, rows, summary, metric)
         _split_legend(ax, rows, summary)
         ax.set_ylim(-0.02, 1.04)
-        ax.set_ylabel("accuracy")
-        ax.set_title("Accuracy per split")
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_title(f"{METRIC_NAMES.get(metric, metric).capitalize()} per split")
         mark_events(ax, summary)
         fig.tight_layout()
     return fig

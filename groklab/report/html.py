@@ -17,14 +17,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-import groklab
 from groklab.report import figures as F
 from groklab.report.artifacts import AnalysisGroup, collect, flatten
 from groklab.report.records import RunRecord, read_run
 from groklab.report.story import story
 from groklab.report.style import CSS, run_colors, split_colors, split_roles
-from groklab.train.rundir import RunDirError, atomic_write_bytes, atomic_write_text
+from groklab.rundir import RunDirError, atomic_write_bytes, atomic_write_text
 from groklab.train.summary import THRESHOLDS, first_step
+from groklab.version import __version__
 
 esc = html.escape
 
@@ -85,7 +85,7 @@ def page(title: str, body: str) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>{body}"
-        f"<footer>groklab {esc(groklab.__version__)} \u00b7 written {stamp} \u00b7 "
+        f"<footer>groklab {esc(__version__)} \u00b7 written {stamp} \u00b7 "
         "self-contained: figures embedded, no scripts, no network</footer>"
         "</main></body></html>\n"
     )
@@ -129,7 +129,8 @@ def _split_table(rec: RunRecord) -> str:
     splits = F.splits_of(rows, s)
     roles = split_roles(splits, s.get("id_split"), s.get("ood_split"))
     colors = split_colors(splits, s.get("id_split"), s.get("ood_split"))
-    head = ["split", "final acc", "best acc"] + [f"first \u2265 {t}" for t in THRESHOLDS] \
+    metric = s.get("metric", "acc")
+    head = ["split", f"final {metric}", f"best {metric}"] + [f"first \u2265 {t}" for t in THRESHOLDS] \
         + ["final loss"]
     body = []
     for sp in splits:
@@ -141,7 +142,7 @@ def _split_table(rec: RunRecord) -> str:
         best = s.get("best", {}).get(sp)
         loss = s.get("final_loss", {}).get(sp)
         body.append([name, f"<td>{_fmt(fin)}</td>", f"<td>{_fmt(best)}</td>",
-                     *(_step(first_step(rows, f"acc/{sp}", t)) for t in THRESHOLDS),
+                     *(_step(first_step(rows, f"{metric}/{sp}", t)) for t in THRESHOLDS),
                      f"<td>{_fmt(loss)}</td>"])
     return table(head, body)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from groklab.train.rundir import RunDir, RunDirError
+from groklab.rundir import RunDir, RunDirError
 from groklab.train.summary import summarize
 
 
@@ -38,8 +38,9 @@ def read_run(path: str | Path) -> RunRecord:
     summary = rd.read_summary()
     if not summary:
         # Before the first rolling checkpoint there is no summary.json; the rows are enough.
-        splits = [k[4:] for k in rows[0] if k.startswith("acc/")]
-        summary = summarize(rows, splits, None, None)
+        metric = "exact" if any(k.startswith("exact/") for k in rows[0]) else "acc"
+        splits = [k.split("/", 1)[1] for k in rows[0] if k.startswith(f"{metric}/")]
+        summary = summarize(rows, splits, None, None, metric=metric)
         summary["status"] = "running"
     cmd = rd.path / "command.txt"
     command = cmd.read_text().strip() if cmd.exists() else ""

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if page.is_dir():
         if not (page / "report.html").exists():
             from groklab.report import build_report
-            from groklab.train.rundir import RunDirError
+            from groklab.rundir import RunDirError
 
             try:
                 build_report(page)

@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from groklab.rundir import RunDir  # noqa: E402
 from groklab.sweep.runner import FINISHED, INDEX_FILE, SPEC_FILE, read_index  # noqa: E402
 from groklab.sweep.spec import SweepError  # noqa: E402
-from groklab.train.rundir import RunDir  # noqa: E402
 from groklab.train.summary import first_step  # noqa: E402
 
 REPLICATE_KEYS = ("train.seed", "task.seed")
@@ -290,10 +290,12 @@ def _point_numbers(run_dir: Path, split: str | None, threshold: float,
     if not rows:
         return np.nan, np.nan, np.nan
     split = split or summary.get("id_split") or "test_id"
-    key = f"acc/{split}"
+    metric = summary.get("metric", "acc")
+    key = f"{metric}/{split}"
     if key not in rows[-1]:
+        names = [k.split("/", 1)[1] for k in rows[-1] if k.startswith(f"{metric}/")]
         raise SweepError(f"point '{run_dir.name}' has no split '{split}'; splits: "
-                         f"{', '.join(k[4:] for k in rows[-1] if k.startswith('acc/'))}")
+                         f"{', '.join(names)}")
     scale = 1.0
     if unit == "epochs":
         tree = rd.read_config_tree()

@@ -32,8 +32,8 @@ import torch
 import yaml
 
 from groklab.config import build_config
+from groklab.rundir import RunDir, atomic_write_text
 from groklab.sweep.spec import Point, SweepError, SweepSpec, task_key
-from groklab.train.rundir import RunDir, atomic_write_text
 
 SPEC_FILE = "sweep.yaml"
 INDEX_FILE = "sweep.jsonl"

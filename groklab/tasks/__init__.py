@@ -4,13 +4,20 @@ from groklab.tasks import comparison as _comparison  # noqa: F401,E402
 
 # Each module registers its tasks on import.
 from groklab.tasks import composition as _composition  # noqa: F401,E402
+from groklab.tasks import markov as _markov  # noqa: F401,E402
 from groklab.tasks import modular as _modular  # noqa: F401,E402
 from groklab.tasks import parity as _parity  # noqa: F401,E402
+from groklab.tasks import strings as _strings  # noqa: F401,E402
+from groklab.tasks import teacher as _teacher  # noqa: F401,E402
 from groklab.tasks.base import TOKEN_TYPES, Split, TaskData, TaskError, Vocab
+from groklab.tasks.objectives import IGNORE, OBJECTIVES, Objective
 from groklab.tasks.registry import TASKS, TaskConfig, make_task, register, task_spec
 
 __all__ = [
     "TOKEN_TYPES",
+    "IGNORE",
+    "OBJECTIVES",
+    "Objective",
     "TASKS",
     "Split",
     "TaskConfig",

@@ -3,7 +3,8 @@
 A task is a pure, seeded function of its config. It returns a :class:`TaskData`: the training
 split, named evaluation probes (``atomic_id``, ``train_inferred``, ``test_id``, ``test_ood``, ...),
 a vocabulary whose every token has a type (entity, relation, attribute, value, label, number,
-special, ...) and, per row, the position whose prediction is the answer. Analyses rely on the
+special, ...) and the task's objective (how it is trained and scored: one answer token, an
+answer span, language modelling, or classification of continuous inputs). Analyses rely on the
 types: a causal-tracing counterfactual swaps a token for another token of the same type.
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from groklab.tasks.objectives import Answer, Objective
 
 TOKEN_TYPES = (
     "entity",
@@ -76,34 +79,38 @@ class Split:
     """Rows of one split.
 
     ``inputs`` is [n, seq_len] int64 token ids, right-padded with the task's pad token (a causal
-    model never lets padding after the answer position reach it). ``answer_pos`` [n] is the
-    position whose next-token prediction must be ``targets`` [n]. ``meta`` holds optional
-    per-row numpy arrays that analyses use (for composition: ``bridge`` [n], the bridge entity of
-    an inferred fact, -1 for atomic facts).
+    model never lets padding after the answer reach it), or [n, ...] floats for continuous
+    tasks. ``targets`` is what the task's objective scores: [n] for one answer per row
+    (``answer_pos`` [n] is then the position whose next-token prediction must be it; None for
+    continuous inputs), or [n, seq_len] next tokens with ``IGNORE`` where nothing is scored
+    (``span``, ``lm``). ``meta`` holds optional per-row numpy arrays that analyses use (for
+    composition: ``bridge`` [n], the bridge entity of an inferred fact, -1 for atomic facts).
     """
 
     inputs: torch.Tensor
-    answer_pos: torch.Tensor
+    answer_pos: torch.Tensor | None
     targets: torch.Tensor
     meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
+    def rows(self, idx) -> "Split":
+        """The rows ``idx`` (a slice or an index tensor on the split's device), meta left out:
+        what the trainer draws as a batch."""
+        ap = None if self.answer_pos is None else self.answer_pos[idx]
+        return Split(self.inputs[idx], ap, self.targets[idx])
+
     def subset(self, idx) -> "Split":
         idx_t = torch.as_tensor(idx, dtype=torch.long)
         idx_np = np.asarray(idx, dtype=np.int64)
-        return Split(
-            self.inputs[idx_t],
-            self.answer_pos[idx_t],
-            self.targets[idx_t],
-            {k: v[idx_np] for k, v in self.meta.items()},
-        )
+        ap = None if self.answer_pos is None else self.answer_pos[idx_t]
+        return Split(self.inputs[idx_t], ap, self.targets[idx_t],
+                     {k: v[idx_np] for k, v in self.meta.items()})
 
     def to(self, device) -> "Split":
-        return Split(
-            self.inputs.to(device), self.answer_pos.to(device), self.targets.to(device), self.meta
-        )
+        ap = None if self.answer_pos is None else self.answer_pos.to(device)
+        return Split(self.inputs.to(device), ap, self.targets.to(device), self.meta)
 
 
 @dataclass
@@ -126,7 +133,19 @@ class TaskData:
     ood_split: str | None = None
     info: dict = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    objective: Objective = field(default_factory=Answer)
 
     @property
     def seq_len(self) -> int:
-        return int(self.train.inputs.shape[1])
+        """Tokens per row (for continuous inputs: the trailing length, 1 for flat features)."""
+        shape = self.train.inputs.shape
+        return int(shape[1]) if len(shape) == 2 and not self.continuous else int(shape[-1])
+
+    @property
+    def continuous(self) -> bool:
+        return self.train.inputs.is_floating_point()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One row's input shape: (seq_len,) for tokens, (features,) or (channels, length)."""
+        return tuple(self.train.inputs.shape[1:])

@@ -6,9 +6,9 @@ v1 < v2, v1 = v2 or v1 > v2.
 
 The ID/OOD split is drawn **separately for each attribute**: a fresh round(ood_fraction *
 entities) entities are OOD for attribute k, so an entity can be ID for one attribute and OOD for
-another (trap 1 in tasks.md). Every atomic fact, ID and OOD, is trained on. Unordered pairs
+another (docs/tasks.md, trap 1). Every atomic fact, ID and OOD, is trained on. Unordered pairs
 {e1, e2} (no self pairs) are routed per attribute, and both orders always land in the same split,
-since a->b gives b->a away (trap 4):
+since a->b gives b->a away (docs/tasks.md, trap 4):
 
 * both entities OOD -> ``test_ood``;
 * one OOD           -> dropped;
@@ -32,8 +32,8 @@ Format "paper" follows the official code: the comparison is [<attr_3>, <q>, <e_5
 
 ``atomic_order`` matters at small scale: written attribute-first, the order comparisons use,
 value retrieval learned from atomic facts transfers to the entity slots of a comparison, and the
-model reaches OOD accuracy; entity-first (the official format) stays near 0.6 (tasks.md
-section 2 and trap 15).
+model reaches OOD accuracy; entity-first (the official format) stays near 0.6 (docs/tasks.md
+section 2.1 and trap 15).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def build(cfg: CompositionConfig) -> TaskData:
     a_t = tail_of_head.reshape(-1).astype(np.int64)
     n_atomic = n_ent * deg
 
-    # OOD is drawn over individual facts (trap 1 in tasks.md), as split(atomics, round(0.05 N)).
+    # OOD is drawn over individual facts (docs/tasks.md, trap 1): split(atomics, round(0.05 N)).
     n_atomic_ood = round(cfg.ood_fraction * n_atomic)
     n_atomic_id = n_atomic - n_atomic_ood
     if n_atomic_id == 0:
@@ -129,7 +129,7 @@ def build(cfg: CompositionConfig) -> TaskData:
     train_pool = id_paths[~to_test]
     test_ood_pool = np.flatnonzero(both_ood)
 
-    # --- phi: its denominator is the ID atomic facts only (trap 3).
+    # --- phi: its denominator is the ID atomic facts only (docs/tasks.md, trap 3).
     phi_max = train_pool.size / n_atomic_id
     n_train_inferred = round(cfg.phi * n_atomic_id)
     if n_train_inferred > train_pool.size:
@@ -176,7 +176,7 @@ def build(cfg: CompositionConfig) -> TaskData:
     def inferred(paths: np.ndarray) -> Split:
         return split(p1[paths], p2[paths])
 
-    # Train = all atomic facts (ID and OOD: trap 2) + the phi-sampled inferred facts.
+    # Train = all atomic facts (ID and OOD: docs/tasks.md, trap 2) + the phi-sampled inferred facts.
     train = split(
         np.concatenate([np.arange(n_atomic), p1[train_inf]]),
         np.concatenate([np.full(n_atomic, -1), p2[train_inf]]),

@@ -1,6 +1,7 @@
-"""Training: the loop, its schedules, the run directory and the grokking summary."""
+"""Training: one schedule loop (loop.py) driving a step (steps.py: eager; cuda_graph.py; batched.py)."""
 
-from groklab.train.loop import Run, TrainingDiverged, evaluate, resume, train
-from groklab.train.rundir import RunDir, RunDirError
+from groklab.rundir import RunDir, RunDirError
+from groklab.train.loop import Interrupted, Run, TrainingDiverged, resume, train, train_runs
 
-__all__ = ["Run", "RunDir", "RunDirError", "TrainingDiverged", "evaluate", "resume", "train"]
+__all__ = ["Interrupted", "Run", "RunDir", "RunDirError", "TrainingDiverged", "resume", "train",
+           "train_runs"]

@@ -1,7 +1,7 @@
 """Accelerators of grokking, switchable from ``train.*`` and combinable.
 
 Question: how do we get from memorization to generalization in fewer steps? Each piece below is
-a published method, implemented as its reference code does it (methods.md sections 5-7):
+a published method, implemented as its reference code does it (docs/methods.md sections 5-7):
 
 - Grokfast (Lee et al. 2024, arXiv 2405.20233; ``ironjr/grokfast: grokfast.py``): amplify the
   slow component of the gradient. Applied between ``backward()`` and ``optimizer.step()``:

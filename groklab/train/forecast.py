@@ -16,8 +16,8 @@ fits it on half of a sweep and scores the call and the step error on the other h
 The call: "grokked" once the threshold is reached (the observed step), "grok" when the forecast
 step is within the budget, "no_grok" otherwise, "wait" before there is enough to go on (fewer
 than ``min_rows`` rows, not yet memorized, or fewer than 3 rows since memorization). The weight
-norm and its trend (Omnigrok's signal, methods.md section 7) are reported with the forecast; on
-the validation sweep they predicted less well than the test loss, so the call does not use them.
+norm and its trend (Omnigrok's signal, docs/methods.md section 7) are reported with the forecast;
+on the validation sweep they predicted less well than the test loss, so the call does not use them.
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ def _k(step: int | None) -> str:
     return f"{step / 1000:.1f}k" if step >= 1000 else str(step)
 
 
-def steps_to(rows: list[dict], split: str, threshold: float) -> int | None:
-    """First logged step where ``acc/<split>`` reaches ``threshold``."""
+def steps_to(rows: list[dict], split: str, threshold: float, metric: str = "acc") -> int | None:
+    """First logged step where ``<metric>/<split>`` reaches ``threshold``."""
     for r in rows:
-        if r.get(f"acc/{split}", -1.0) >= threshold:
+        if r.get(f"{metric}/{split}", -1.0) >= threshold:
             return int(r["step"])
     return None
 
@@ -94,23 +94,24 @@ def _slope(xs: list[float], ys: list[float]) -> float | None:
 
 
 def forecast(rows: list[dict], split: str, threshold: float = 0.95, total: int | None = None,
-             rule: ForecastRule = DEFAULT_RULE) -> Forecast:
-    """Forecast from ``metrics.jsonl`` rows (oldest first) for ``acc/<split>`` >= threshold.
+             rule: ForecastRule = DEFAULT_RULE, metric: str = "acc") -> Forecast:
+    """Forecast from ``metrics.jsonl`` rows (oldest first) for ``<metric>/<split>`` >= threshold
+    (``acc``, or ``exact`` for answer spans); memorization is read from the same metric.
 
     ``total`` is the run's step budget (the call is about reaching the threshold within it);
     without it the horizon is open and the call is "grok" whenever the test loss is falling.
     """
-    rows = [r for r in rows if f"acc/{split}" in r]
+    rows = [r for r in rows if f"{metric}/{split}" in r]
     at = int(rows[-1]["step"]) if rows else 0
-    seen = steps_to(rows, split, threshold)
+    seen = steps_to(rows, split, threshold, metric)
     if seen is not None:
         return Forecast("grokked", seen, at, split, threshold, "observed")
     if len(rows) < rule.min_rows or at == 0:
         return Forecast("wait", None, at, split, threshold, "none")
 
-    mem = steps_to(rows, "train", rule.memorized)
+    mem = steps_to(rows, "train", rule.memorized, metric)
     norms = [r["weight_norm"] for r in rows if r.get("weight_norm")]
-    signals: dict = {"acc": rows[-1][f"acc/{split}"], "memorized_at": mem,
+    signals: dict = {metric: rows[-1][f"{metric}/{split}"], "memorized_at": mem,
                      "weight_norm": norms[-1] if norms else None,
                      "weight_norm_peak": max(norms) if norms else None}
     start = max((1 - rule.window) * at, mem if mem is not None else at)
@@ -131,15 +132,17 @@ def forecast(rows: list[dict], split: str, threshold: float = 0.95, total: int |
 
 
 def summary_forecast(rows: list[dict], split: str | None, total: int,
-                     threshold: float = 0.95, early_fraction: float = 0.1) -> dict | None:
+                     threshold: float = 0.95, early_fraction: float = 0.1,
+                     metric: str = "acc") -> dict | None:
     """For ``summary.json``: the forecast from every row so far, plus the one the run made at
     ``early_fraction`` of its budget (the kind bench/forecast_validation.py scores), so a
     finished run shows both what was predicted early and what happened."""
     if not split or not rows:
         return None
-    out = forecast(rows, split, threshold, total).to_dict()
+    out = forecast(rows, split, threshold, total, metric=metric).to_dict()
     early_at = int(early_fraction * total)
     if rows[-1]["step"] >= early_at > 0:
-        early = forecast([r for r in rows if r["step"] <= early_at], split, threshold, total)
+        early = forecast([r for r in rows if r["step"] <= early_at], split, threshold, total,
+                         metric=metric)
         out["early"] = {k: v for k, v in early.to_dict().items() if k != "signals"}
     return out

@@ -36,7 +36,9 @@ class _Quiet:
 
 
 class _Bar(_Quiet):
-    def __init__(self, total: int, start: int, id_split: str | None, ood_split: str | None):
+    def __init__(self, total: int, start: int, id_split: str | None, ood_split: str | None,
+                 metric: str = "acc"):
+        self.metric = metric
         self.splits = [("train", "train")]
         if id_split:
             self.splits.append(("ID", id_split))
@@ -75,13 +77,16 @@ class _Bar(_Quiet):
 
     def metrics(self, row: dict) -> None:
         acc = "  ".join(
-            f"{label} {row[f'acc/{s}']:.3f}" for label, s in self.splits if f"acc/{s}" in row
+            f"{label} {row[f'{self.metric}/{s}']:.3f}" for label, s in self.splits
+            if f"{self.metric}/{s}" in row
         )
         self.rows.append(row)
         if self.id_split:  # will the ID split reach 0.95 within the budget, and when?
-            acc += "  " + forecast(self.rows, self.id_split, 0.95, self.total).short()
+            acc += "  " + forecast(self.rows, self.id_split, 0.95, self.total,
+                                   metric=self.metric).short()
         self.progress.update(self.task, completed=row["step"], acc=acc)
 
 
-def make_progress(enabled: bool, total: int, start: int, id_split=None, ood_split=None):
-    return _Bar(total, start, id_split, ood_split) if enabled else _Quiet()
+def make_progress(enabled: bool, total: int, start: int, id_split=None, ood_split=None,
+                  metric: str = "acc"):
+    return _Bar(total, start, id_split, ood_split, metric) if enabled else _Quiet()

@@ -1,0 +1,91 @@
+"""The one list of analyses. The CLI (``groklab analyze RUN --NAME``), the API
+(``groklab.analyses()``, ``groklab.analyze``) and the report (titles and descriptions) read it.
+
+An analysis is a module with ``run(source, **options) -> result``; ``source`` is a run
+directory (every checkpoint asked for) or a model with ``task=``. A result saves itself
+(``result.save(run_dir) -> [paths]``: arrays to RUN/analysis/<name>.npz, figures to
+RUN/figures/<name>*.png) and says what it found (``result.text() -> str``). Modules are
+imported only when an analysis runs, so listing them costs nothing.
+
+To add an analysis: write the module, then add one :class:`Analysis` line below. ``options``
+names the shared CLI options it takes; ``reads`` names analyses whose saved results it reads
+(it runs after them, and automatically whenever one of them was run).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    module: str
+    result_type: str
+    title: str
+    description: str  # one line: what it measures, and whose method
+    options: tuple[str, ...] = ("checkpoints",)
+    reads: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+    def run(self, source, **options):
+        return self.load().run(source, **options)
+
+
+ANALYSES: dict[str, Analysis] = {a.name: a for a in (
+    Analysis(
+        "logit_lens", "groklab.analysis.logit_lens", "LogitLensResult", "Logit lens",
+        "Each hidden state passed through the final LayerNorm and the unembedding: the 0-based "
+        "rank of the target tokens (bridge entity, second relation, answer) at every layer and "
+        "position, across checkpoints (nostalgebraist 2020; Wang et al. 2024).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
+        "causal_tracing", "groklab.analysis.causal_tracing", "CausalTracingResult",
+        "Causal tracing",
+        "Which hidden states the prediction depends on: the state of a run with one token "
+        "replaced (same type, different answer) patched into the clean run at each (layer, "
+        "position); causal strength = fraction of examples whose top-1 prediction changes "
+        "(Wang et al. 2024); and the noise-corruption variant of Meng et al. 2022.",
+        options=("checkpoints", "n_examples", "rome")),
+    Analysis(
+        "fourier", "groklab.analysis.fourier", "FourierResult", "Fourier progress measures",
+        "The embedding and unembedding in the Fourier basis of Z_p, key frequencies, the Gini "
+        "coefficient of Fourier norms, restricted and excluded loss (Nanda et al. 2023).",
+        options=("checkpoints",)),
+    Analysis(
+        "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
+        "Logit lens and causal tracing read together across training: which states carry the "
+        "bridge entity, and which links grow as the model groks.",
+        options=(), reads=("logit_lens", "causal_tracing")),
+)}
+
+# Not analyses of a run, but what the report shows under these names.
+REPORT_ONLY = {
+    "patching": ("Activation patching",
+                 "Denoising patches over hook names (residual stream, attention and MLP outputs, "
+                 "heads), as [layer, position] or [layer, head] grids."),
+    "forecast": ("Forecast", "An early prediction of whether and when the run generalizes, "
+                             "from the first part of its curves."),
+}
+
+
+def get(name: str) -> Analysis:
+    key = name.replace("-", "_")
+    if key not in ANALYSES:
+        close = difflib.get_close_matches(key, list(ANALYSES), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown analysis '{name}'{hint} available: {', '.join(ANALYSES)}")
+    return ANALYSES[key]
+
+
+def titles() -> dict[str, tuple[str, str]]:
+    """name -> (title, description), for the report."""
+    return {**{a.name: (a.title, a.description) for a in ANALYSES.values()}, **REPORT_ONLY}

@@ -49,7 +49,8 @@ def _default_out(name: str) -> Path:
 
 @app.command()
 def train(
-    name: str = typer.Argument(..., help="a task (composition, comparison, ...) or a preset"),
+    name: Optional[str] = typer.Argument(None, help="a task (composition, comparison, ...) or "
+                                         "a preset; optional when --config sets task.name"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with task/model/train"),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=3e-3"),
     out: Optional[Path] = typer.Option(None, "--out", help="new run directory"),
@@ -65,7 +66,7 @@ def train(
             *(["train.wandb=true"] if wandb else [])]
     try:
         cfg = load_config(name, config, set_)
-        run = Run.start(cfg, out or _default_out(name), command=_command_line())
+        run = Run.start(cfg, out or _default_out(name or cfg.task.name), command=_command_line())
     except BAD_INPUT as e:
         fail(str(e))
     console.print(f"run directory: {run.dir.path}", highlight=False)

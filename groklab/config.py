@@ -158,10 +158,15 @@ def _group_fields(tree: dict, group: str) -> list[str]:
         return list(ModelConfig.model_fields)
     if group == "train":
         return list(TrainConfig.model_fields)
+    # Which task.* keys exist depends on the task: without a (known) name the honest error is
+    # the missing or unknown name, not "unknown key task.entities".
     name = tree.get("task", {}).get("name")
-    if name in TASKS:
-        return list(TASKS[name].config_cls.model_fields)
-    return ["name", "seed"]
+    if name is None:
+        raise ConfigError(f"task.name is required; known tasks: {', '.join(sorted(TASKS))}")
+    try:
+        return list(task_spec(name).config_cls.model_fields)
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_keys(tree: dict, where: str) -> None:
@@ -285,5 +290,7 @@ def load_config(
                     raise ConfigError(_unknown_key(f"{group}.{key}", group, fields, "--set"))
         tree = merged
     if "task" not in tree:
-        raise ConfigError("no task given: name a task or preset, or set task.name")
+        raise ConfigError("no task given: name a task or preset, or set task.name in the config "
+                          f"file or with --set; tasks: {', '.join(sorted(TASKS))}; "
+                          f"presets: {', '.join(preset_names())}")
     return build_config(tree)

@@ -316,6 +316,10 @@ def analyze(
         fail(f"--rome '{rome}' is not one of: ends, all, none")
     circuit_results = []  # computed before anything is written; saved after the others
     try:
+        if causal_tracing and not logit_lens and (run_dir / "analysis/logit_lens.npz").exists():
+            from groklab.analysis.logit_lens import LogitLensResult
+
+            LogitLensResult.load(run_dir)  # the circuit summary reads it: refuse a bad one now
         if logit_lens:
             from groklab.analysis import logit_lens as lens_mod
 

@@ -247,8 +247,8 @@ def sweep(
         fail(str(e))
     out_console.print(f"sweep {out}: {sweep_summary(rows)}; index {out / 'sweep.jsonl'}; "
                       f"phase diagrams: groklab phase {out}", highlight=False, soft_wrap=True)
-    if any(r["status"] == "failed" for r in rows):
-        raise typer.Exit(1)
+    if any(r["status"] in ("failed", "diverged") for r in rows):
+        raise typer.Exit(1)  # as `groklab train` does for a diverged run
 
 
 @app.command()

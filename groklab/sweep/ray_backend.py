@@ -154,5 +154,11 @@ def ray_units(out: Path, units: list[list[Point]], token: str, *, batched: bool,
                 yield [{"slug": p.slug, "error": f"Ray task failed: {msg}"} for p in unit]
                 continue
             if result["files"] is not None:
-                unpack_points(out, result["files"])
+                try:
+                    unpack_points(out, result["files"])
+                except (SweepError, OSError, tarfile.TarError) as e:  # this unit only
+                    msg = " ".join(str(e).split())[:300]
+                    yield [{"slug": p.slug, "error": f"returned files unusable: {msg}"}
+                           for p in unit]
+                    continue
             yield result["rows"]

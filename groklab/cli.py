@@ -49,7 +49,8 @@ def _default_out(name: str) -> Path:
 
 @app.command()
 def train(
-    name: str = typer.Argument(..., help="a task (composition, comparison, ...) or a preset"),
+    name: Optional[str] = typer.Argument(None, help="a task (composition, comparison, ...) or "
+                                         "a preset; optional when --config sets task.name"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with task/model/train"),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.lr=3e-3"),
     out: Optional[Path] = typer.Option(None, "--out", help="new run directory"),
@@ -65,7 +66,7 @@ def train(
             *(["train.wandb=true"] if wandb else [])]
     try:
         cfg = load_config(name, config, set_)
-        run = Run.start(cfg, out or _default_out(name), command=_command_line())
+        run = Run.start(cfg, out or _default_out(name or cfg.task.name), command=_command_line())
     except BAD_INPUT as e:
         fail(str(e))
     console.print(f"run directory: {run.dir.path}", highlight=False)
@@ -254,8 +255,8 @@ def sweep(
         fail(str(e))
     out_console.print(f"sweep {out}: {sweep_summary(rows)}; index {out / 'sweep.jsonl'}; "
                       f"phase diagrams: groklab phase {out}", highlight=False, soft_wrap=True)
-    if any(r["status"] == "failed" for r in rows):
-        raise typer.Exit(1)
+    if any(r["status"] in ("failed", "diverged") for r in rows):
+        raise typer.Exit(1)  # as `groklab train` does for a diverged run
 
 
 @app.command()
@@ -312,9 +313,15 @@ def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen:
             a = ANALYSES[name]
             if not a.reads:
                 results.append((a, a.run(run_dir, **{k: shared[k] for k in a.options})))
+        ran = {a.name for a, _ in results}
+        for a in ANALYSES.values():  # a summary that will read saved results: refuse bad ones now
+            if a.reads and (a.name in names or ran & set(a.reads)):
+                for dep in set(a.reads) - ran:
+                    if (run_dir / "analysis" / f"{dep}.npz").exists():
+                        d = ANALYSES[dep]
+                        getattr(d.load(), d.result_type).load(run_dir)
     except (*BAD_INPUT, AnalysisError) as e:
         fail(str(e))
-    ran = {a.name for a, _ in results}
     paths = []
     for _, result in results:
         paths += result.save(run_dir)

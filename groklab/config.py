@@ -9,6 +9,7 @@ Errors are :class:`ConfigError` with a one-line message.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +18,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from groklab.models.config import ModelConfig
 from groklab.tasks import TASKS, TaskConfig, TaskError, task_spec
+from groklab.validation import finite, no_bool_numbers
 
 
 class ConfigError(ValueError):
     """Bad configuration; the message is one line naming the problem and what is allowed."""
+
+
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class TrainConfig(BaseModel):
@@ -59,6 +64,8 @@ class TrainConfig(BaseModel):
     grokfast_window: int = 100  # MA window; no-op until it fills
     weight_decay_warmup_steps: int = 0  # ramp weight decay linearly from 0 over these steps
 
+    _no_bools = field_validator("*", mode="before")(no_bool_numbers)
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         positive = ("steps", "eval_every", "eval_batch_size", "train_probe_size", "resume_every")
@@ -69,16 +76,29 @@ class TrainConfig(BaseModel):
                   "checkpoint_per_decade"):
             if getattr(self, f) < 0:
                 raise ValueError(f"train.{f} must be >= 0, got {getattr(self, f)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        # finite() first: NaN fails every comparison, so a bare `lr <= 0` let NaN through.
+        if not (finite(self.lr) and self.lr > 0):
+            raise ValueError(f"train.lr must be > 0 and finite, got {self.lr}")
+        if not (finite(self.eps) and self.eps > 0):  # eps 0 divides 0 by 0 for unused weights
+            raise ValueError(f"train.eps must be > 0 and finite, got {self.eps}")
+        for f in ("weight_decay", "grad_clip"):
+            if not (finite(getattr(self, f)) and getattr(self, f) >= 0):
+                raise ValueError(f"train.{f} must be >= 0 and finite, got {getattr(self, f)}")
+        if not (finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.seed < 2**63:  # torch seeds overflow past 64 bits
+            raise ValueError(f"train.seed must be an integer in [0, 2**63), got {self.seed}")
+        if not _DEVICE_RE.fullmatch(self.device):
+            raise ValueError(f"train.device must be auto, cpu, cuda, cuda:N or mps, "
+                             f"got {self.device!r}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"train.betas must lie in [0, 1), got {list(self.betas)}")
         if not 0 <= self.grokfast_alpha < 1:
             raise ValueError(f"train.grokfast_alpha must lie in [0, 1), got {self.grokfast_alpha}")
-        if self.grokfast_lamb is not None and self.grokfast_lamb < 0:
-            raise ValueError(f"train.grokfast_lamb must be >= 0 (or null), got {self.grokfast_lamb}")
+        if self.grokfast_lamb is not None and not (finite(self.grokfast_lamb)
+                                                   and self.grokfast_lamb >= 0):
+            raise ValueError(f"train.grokfast_lamb must be >= 0 and finite (or null), got "
+                             f"{self.grokfast_lamb}")
         if self.grokfast_window <= 0:
             raise ValueError(f"train.grokfast_window must be a positive integer, got "
                              f"{self.grokfast_window}")
@@ -162,10 +182,15 @@ def _group_fields(tree: dict, group: str) -> list[str]:
         return list(ModelConfig.model_fields)
     if group == "train":
         return list(TrainConfig.model_fields)
+    # Which task.* keys exist depends on the task: without a (known) name the honest error is
+    # the missing or unknown name, not "unknown key task.entities".
     name = tree.get("task", {}).get("name")
-    if name in TASKS:
-        return list(TASKS[name].config_cls.model_fields)
-    return ["name", "seed"]
+    if name is None:
+        raise ConfigError(f"task.name is required; known tasks: {', '.join(sorted(TASKS))}")
+    try:
+        return list(task_spec(name).config_cls.model_fields)
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_keys(tree: dict, where: str) -> None:
@@ -226,6 +251,7 @@ def build_config(tree: dict) -> Config:
         raise ConfigError(f"task.name is required; known tasks: {', '.join(sorted(TASKS))}")
     try:
         task = task_spec(task_tree["name"]).config_cls(**task_tree)
+        task.check()  # the task's data-free limits, before any data is generated
     except TaskError as e:
         raise ConfigError(str(e)) from None
     except ValidationError as e:
@@ -289,5 +315,7 @@ def load_config(
                     raise ConfigError(_unknown_key(f"{group}.{key}", group, fields, "--set"))
         tree = merged
     if "task" not in tree:
-        raise ConfigError("no task given: name a task or preset, or set task.name")
+        raise ConfigError("no task given: name a task or preset, or set task.name in the config "
+                          f"file or with --set; tasks: {', '.join(sorted(TASKS))}; "
+                          f"presets: {', '.join(preset_names())}")
     return build_config(tree)

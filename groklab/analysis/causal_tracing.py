@@ -62,6 +62,7 @@ from groklab.analysis.sources import (
     default_splits,
     early_step,
     open_source,
+    read_saved,
     require_transformer,
     sample_examples,
 )
@@ -318,14 +319,16 @@ class CausalTracingResult:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "CausalTracingResult":
-        run_dir = Path(run_dir)
-        meta = json.loads((run_dir / "analysis" / f"{NAME}.json").read_text())
-        z = np.load(run_dir / "analysis" / f"{NAME}.npz")
+        meta, z = read_saved(run_dir, NAME, "--causal-tracing")
         derived = (".strength", ".strength_paper", ".rome_nie")
-        arrays = {k: z[k] for k in z.files if k != "steps" and not k.endswith(derived)}
-        return cls(meta["task"], z["steps"], meta["slots"], meta["slot_positions"],
-                   meta["positions"], meta["noise_positions"], meta["splits"],
-                   meta["early_step"], arrays)
+        arrays = {k: v for k, v in z.items() if k != "steps" and not k.endswith(derived)}
+        try:
+            return cls(meta["task"], z["steps"], meta["slots"], meta["slot_positions"],
+                       meta["positions"], meta["noise_positions"], meta["splits"],
+                       meta["early_step"], arrays)
+        except (KeyError, TypeError) as e:
+            raise AnalysisError(f"'{run_dir}/analysis/{NAME}' lacks {e}; rerun `groklab analyze "
+                                f"{run_dir} --causal-tracing` to rewrite it") from None
 
 
 def _masked_mean(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -32,9 +32,11 @@ import numpy as np
 import torch
 
 from groklab.analysis.sources import (
+    AnalysisError,
     default_splits,
     open_source,
     plot_per_layer,
+    read_saved,
     require_transformer,
     sample_examples,
 )
@@ -236,13 +238,15 @@ class LogitLensResult:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "LogitLensResult":
-        run_dir = Path(run_dir)
-        meta = json.loads((run_dir / "analysis" / f"{NAME}.json").read_text())
-        z = np.load(run_dir / "analysis" / f"{NAME}.npz")
-        ranks = {k[: -len(".ranks")]: z[k] for k in z.files if k.endswith(".ranks")}
-        idx = {k.split(".")[0]: z[k] for k in z.files if k.endswith(".example_index")}
-        return cls(meta["task"], z["steps"], meta["positions"], meta["targets"],
-                   meta["splits"], ranks, idx, tuple(meta["ks"]))
+        meta, z = read_saved(run_dir, NAME, "--logit-lens")
+        ranks = {k[: -len(".ranks")]: v for k, v in z.items() if k.endswith(".ranks")}
+        idx = {k.split(".")[0]: v for k, v in z.items() if k.endswith(".example_index")}
+        try:
+            return cls(meta["task"], z["steps"], meta["positions"], meta["targets"],
+                       meta["splits"], ranks, idx, tuple(meta["ks"]))
+        except (KeyError, TypeError) as e:
+            raise AnalysisError(f"'{run_dir}/analysis/{NAME}' lacks {e}; rerun `groklab analyze "
+                                f"{run_dir} --logit-lens` to rewrite it") from None
 
 
 def _save_fig(fig, path: Path) -> Path:

@@ -8,6 +8,8 @@ Wang et al. 2024 analyse 300 items drawn without replacement from ``train_inferr
 
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +22,35 @@ from groklab.tasks.base import Split, TaskData
 
 class AnalysisError(ValueError):
     """Bad input to an analysis (unknown checkpoint, unsupported task...): one line."""
+
+
+def read_saved(run_dir: Path, name: str, flag: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """``RUN/analysis/<name>.json`` and every array of ``<name>.npz``, read eagerly.
+
+    Analysis files may come from someone else's run directory: pickles are refused
+    (``allow_pickle=False``: an object array could run code when unpickled), and a file that is
+    unreadable or not plain arrays is an :class:`AnalysisError` naming it and how to rewrite it.
+    """
+    base = Path(run_dir) / "analysis" / name
+    redo = f"rerun `groklab analyze {run_dir} {flag}` to rewrite it"
+    try:
+        meta = json.loads(base.with_suffix(".json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise AnalysisError(f"'{base}.json' is unreadable ({_first_line(e)}); {redo}") from None
+    try:
+        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+        # AttributeError: a bare .npy loads as one array, without .files or a context manager
+        raise AnalysisError(f"'{base}.npz' is not a plain-array analysis file "
+                            f"({_first_line(e)}); {redo}") from None
+    return meta, arrays
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @dataclass

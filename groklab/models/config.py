@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from groklab.validation import finite, no_bool_numbers
 
 
 class ModelConfig(BaseModel):
@@ -40,6 +42,8 @@ class ModelConfig(BaseModel):
     initializer_range: float = 0.02  # std of N(0, .) in gpt2 init
     init_scale: float = 1.0  # Omnigrok's alpha: every initial parameter multiplied by it
 
+    _no_bools = field_validator("*", mode="before")(no_bool_numbers)
+
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
         for f in ("d_model", "n_heads", "n_loops"):
@@ -51,8 +55,6 @@ class ModelConfig(BaseModel):
             if getattr(self, f) != -1 and getattr(self, f) <= 0:
                 raise ValueError(f"model.{f} must be a positive integer (or -1: derived), got "
                                  f"{getattr(self, f)}")
-        if self.initializer_range <= 0 or self.init_scale <= 0:
-            raise ValueError("model.initializer_range and model.init_scale must be > 0")
         if self.d_head == -1 and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}; "
@@ -60,6 +62,11 @@ class ModelConfig(BaseModel):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not (finite(self.initializer_range) and self.initializer_range >= 0):
+            raise ValueError(f"model.initializer_range must be >= 0 and finite, got "
+                             f"{self.initializer_range}")
+        if not (finite(self.init_scale) and self.init_scale > 0):
+            raise ValueError(f"model.init_scale must be > 0 and finite, got {self.init_scale}")
         return self
 
     def resolved(self, d_vocab: int, n_ctx: int) -> "ModelConfig":

@@ -58,9 +58,19 @@ def _pack(root: Path, slugs: list[str]) -> bytes:
 def _extract(data: bytes, dest: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # pragma: no cover - Python without extraction filters
-            tar.extractall(dest)
+            try:
+                tar.extractall(dest, filter="data")
+            except tarfile.FilterError as e:
+                raise SweepError(f"a returned point archive was refused: {e}") from None
+            return
+        # Python without extraction filters (< 3.10.12 / 3.11.4): a point directory holds only
+        # files and folders, so anything else, or a name leaving dest, is refused unextracted.
+        for m in tar.getmembers():
+            parts = Path(m.name).parts
+            if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in parts:
+                raise SweepError(f"a returned point archive holds '{m.name}', which is not a "
+                                 "file or folder inside the point; refusing to unpack it")
+        tar.extractall(dest)
 
 
 def unpack_points(out: Path, data: bytes) -> None:
@@ -144,5 +154,11 @@ def ray_units(out: Path, units: list[list[Point]], token: str, *, batched: bool,
                 yield [{"slug": p.slug, "error": f"Ray task failed: {msg}"} for p in unit]
                 continue
             if result["files"] is not None:
-                unpack_points(out, result["files"])
+                try:
+                    unpack_points(out, result["files"])
+                except (SweepError, OSError, tarfile.TarError) as e:  # this unit only
+                    msg = " ".join(str(e).split())[:300]
+                    yield [{"slug": p.slug, "error": f"returned files unusable: {msg}"}
+                           for p in unit]
+                    continue
             yield result["rows"]

@@ -11,6 +11,11 @@ checkpoint with ``Run.resume`` (bit-for-bit, as ``groklab resume`` does), new on
 may grow (more seeds, more values) between runs; a point whose directory holds a different
 config is refused before anything is written.
 
+A point that raises (out of memory, a worker killed, a bug) is indexed ``failed`` with a
+one-line ``error`` and the sweep goes on; the next run resumes it. A point whose loss became
+NaN/Inf is ``diverged``, with the reason in ``error``: finished, as training it again would
+diverge again. ``groklab sweep`` exits 1 when any point failed or diverged.
+
 Backends: in this process (``workers=1``), a pool of local processes (``workers=N``), or Ray
 tasks on a cluster (``backend="ray"``, :mod:`groklab.sweep.ray_backend`). With ``batched=True``
 points that can share one batched model (:func:`groklab.train.batched.batch_key`) train as one
@@ -19,11 +24,13 @@ unit of work; every backend runs units.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
@@ -49,8 +56,25 @@ def point_status(run_dir: Path) -> str:
     rd = RunDir(run_dir)
     if not rd.is_run():
         return "new"
-    status = rd.read_summary().get("status")
+    status = _summary(rd).get("status")
     return status if status in FINISHED else "interrupted"
+
+
+def _summary(rd: RunDir) -> dict:
+    # A killed point may have no summary.json; a damaged one must not stop the whole sweep:
+    # either way the point counts as interrupted and is resumed.
+    try:
+        s = rd.read_summary()
+    except (OSError, ValueError):
+        return {}
+    return s if isinstance(s, dict) else {}
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for sweep.jsonl: CUDA out-of-memory messages run to several sentences."""
+    text = " ".join(str(e).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _same_config(run_dir: Path, point: Point) -> bool:
@@ -100,10 +124,12 @@ def write_spec_file(spec: SweepSpec, out: Path, token: str) -> None:
     atomic_write_text(out / SPEC_FILE, yaml.safe_dump(doc, sort_keys=False))
 
 
-def index_row(out: Path, slug: str, overrides: dict, error: str | None = None) -> dict:
-    """One row of sweep.jsonl, from the point's run directory."""
+def index_row(out: Path, slug: str, overrides: dict, error: str | None = None,
+              diverged: str | None = None) -> dict:
+    """One row of sweep.jsonl, from the point's run directory. ``error``: why this run of the
+    sweep failed the point; ``diverged``: why it diverged (both land in the row's ``error``)."""
     d = Path(out) / POINTS_DIR / slug
-    s = RunDir(d).read_summary()
+    s = _summary(RunDir(d))
     status = "failed" if error else (point_status(d) if s or RunDir(d).is_run() else "pending")
     if status == "interrupted" and not error:
         status = "running" if s.get("status") == "running" else "interrupted"
@@ -126,13 +152,29 @@ def index_row(out: Path, slug: str, overrides: dict, error: str | None = None) -
         })
     if error:
         row["error"] = error
+    elif status == "diverged":
+        row["error"] = diverged or f"loss became NaN/Inf by step {s.get('steps')}"
     return row
 
 
-def write_index(out: Path, spec: SweepSpec, errors: dict[str, str]) -> list[dict]:
-    rows = [index_row(out, p.slug, p.overrides, errors.get(p.slug)) for p in spec.points]
+def write_index(out: Path, spec: SweepSpec, errors: dict[str, str],
+                diverged: dict[str, str] | None = None) -> list[dict]:
+    diverged = diverged or {}
+    rows = [index_row(out, p.slug, p.overrides, errors.get(p.slug), diverged.get(p.slug))
+            for p in spec.points]
     atomic_write_text(Path(out) / INDEX_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def _earlier_divergences(out: Path) -> dict[str, str]:
+    """Reasons recorded for diverged points by earlier runs of the sweep: a diverged point is
+    finished and not trained again, but its row should keep saying why."""
+    try:
+        rows = read_index(out)
+    except (SweepError, OSError, ValueError):
+        return {}
+    return {r["point"]: r["error"] for r in rows
+            if isinstance(r, dict) and r.get("status") == "diverged" and r.get("error")}
 
 
 def read_index(out: Path) -> list[dict]:
@@ -186,10 +228,12 @@ _DATA_CACHE: dict = {}  # per process: task json -> TaskData, reused by later un
 
 def execute_unit(points_root: str, payload: list[dict], batched: bool,
                  command: str = "groklab sweep") -> list[dict]:
-    """Train one unit into ``points_root/<slug>``; returns [{slug, error}] (error None if ok).
+    """Train one unit into ``points_root/<slug>``; returns [{slug, error, diverged}] (None
+    where there is nothing to report).
 
     Runs wherever the backend puts it (this process, a pool worker, a Ray worker). Training
-    failures are reported per point, never raised: the rest of the sweep goes on.
+    failures (an exception, out of memory) are reported per point, never raised: the rest of the
+    sweep goes on. A point left interrupted by one is resumed by the next run of the sweep.
     """
     from groklab.train.loop import Run, TrainingDiverged
 
@@ -206,7 +250,7 @@ def execute_unit(points_root: str, payload: list[dict], batched: bool,
             pass
     out = []
     for cfg, d, item in zip(cfgs, dirs, payload):
-        error = None
+        error = diverged = None
         try:
             key = task_key(cfg)
             if key not in data:
@@ -221,11 +265,16 @@ def execute_unit(points_root: str, payload: list[dict], batched: bool,
             else:
                 Run.start(cfg, d, command=f"{command}  # point {item['slug']}",
                           data=data[key]).train()
-        except TrainingDiverged:
-            pass  # the run wrote its own summary (status diverged)
+        except TrainingDiverged as e:  # the run wrote its own summary (status diverged)
+            diverged = failure_reason(e).removeprefix("TrainingDiverged: ")
         except Exception as e:  # noqa: BLE001 - reported in the index, the sweep goes on
-            error = f"{type(e).__name__}: {' '.join(str(e).split())}"
-        out.append({"slug": item["slug"], "error": error})
+            error = failure_reason(e)
+        if error is not None and torch.cuda.is_available():
+            # The failed run is garbage now (maybe in reference cycles): return its GPU memory
+            # before the next point, so one out-of-memory point does not starve the rest.
+            gc.collect()
+            torch.cuda.empty_cache()
+        out.append({"slug": item["slug"], "error": error, "diverged": diverged})
     return out
 
 
@@ -249,14 +298,14 @@ def _execute_batched(cfgs, dirs, payload, data, command) -> list[dict]:
     except _FallBack:
         raise
     except Exception as e:  # noqa: BLE001
-        err = f"{type(e).__name__}: {' '.join(str(e).split())}"
-        return [{"slug": item["slug"], "error": err} for item in payload]
+        return [{"slug": item["slug"], "error": failure_reason(e)} for item in payload]
     try:
         run.train()
-        return [{"slug": item["slug"], "error": None} for item in payload]
     except Exception as e:  # noqa: BLE001
-        err = f"{type(e).__name__}: {' '.join(str(e).split())}"
-        return [{"slug": item["slug"], "error": err} for item in payload]
+        return [{"slug": item["slug"], "error": failure_reason(e)} for item in payload]
+    return [{"slug": item["slug"], "error": None,
+             "diverged": " ".join(msg.split()) if msg else None}
+            for item, msg in zip(payload, run.errors)]
 
 
 def _init_worker(threads: int) -> None:
@@ -273,10 +322,19 @@ def _local_units(out: Path, units: list[list[Point]], workers: int, batched: boo
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(execute_unit, root, unit_payload(u), batched, command)
-                   for u in units]
+        futures = {pool.submit(execute_unit, root, unit_payload(u), batched, command): u
+                   for u in units}
         for f in as_completed(futures):
-            yield f.result()
+            try:
+                yield f.result()
+            except Exception as e:  # noqa: BLE001 - a worker died (the OOM killer, a crash)
+                # A dead worker breaks the pool: every unit not yet done lands here too, and the
+                # next run of the sweep resumes them all.
+                reason = failure_reason(e)
+                if isinstance(e, BrokenProcessPool):
+                    reason = ("a worker process died (killed by the OS, e.g. out of memory); "
+                              "run the sweep again to resume")
+                yield [{"slug": p.slug, "error": reason} for p in futures[f]]
 
 
 # ----------------------------------------------------------------------------- progress
@@ -379,7 +437,7 @@ class SweepProgress:
 def describe_row(row: dict, i: int, n: int) -> str:
     status = row["status"]
     head = f"[{i}/{n}] {row['point']}: {status}"
-    if status == "failed":
+    if status in ("failed", "diverged"):
         return f"{head} ({row.get('error')})"
     if status not in FINISHED:
         return head
@@ -417,7 +475,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
     write_spec_file(spec, out, token)
     units = plan_units(spec, out, batched, max_batch)
     errors: dict[str, str] = {}
-    rows = write_index(out, spec, errors)
+    diverged = _earlier_divergences(out)
+    rows = write_index(out, spec, errors, diverged)
     _DATA_CACHE.update(spec.data)  # built while validating: in-process units reuse it
     with SweepProgress(out, spec, progress, log) as bar:
         bar.set_done(sum(r["status"] in FINISHED for r in rows))
@@ -435,7 +494,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", worke
                     errors[item["slug"]] = item["error"]
                 else:
                     errors.pop(item["slug"], None)
-            rows = write_index(out, spec, errors)
+                if item.get("diverged"):
+                    diverged[item["slug"]] = item["diverged"]
+            rows = write_index(out, spec, errors, diverged)
             by_slug = {r["point"]: r for r in rows}
             for item in unit_result:
                 bar.point_finished(by_slug[item["slug"]])

@@ -60,6 +60,9 @@ class ComparisonConfig(TaskConfig):
     format: Literal["paper", "compact"] = "paper"
     atomic_order: Literal["entity_first", "attribute_first"] = "entity_first"
 
+    def check(self) -> None:
+        _validate(self)
+
 
 def _validate(cfg: ComparisonConfig) -> None:
     for key, low in (("entities", 2), ("attributes", 1), ("values", 2), ("probe_size", 1)):

@@ -55,6 +55,9 @@ class CompositionConfig(TaskConfig):
     test_id_fraction: float = 0.005  # of the ID-ID paths
     probe_size: int = 3000  # cap on every evaluation probe
 
+    def check(self) -> None:
+        _validate(self)
+
 
 def _validate(cfg: CompositionConfig) -> None:
     for key in ("entities", "relations", "out_degree", "probe_size"):

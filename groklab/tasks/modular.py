@@ -65,6 +65,9 @@ class ModularConfig(TaskConfig):
         # YAML (and so --set task.op=-) reads a bare "-" as a list holding null.
         return "-" if v == [None] else v
 
+    def check(self) -> None:
+        _validate(self)
+
 
 def is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))

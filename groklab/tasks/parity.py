@@ -35,6 +35,9 @@ class ParityConfig(TaskConfig):
     n_train: int = 1200  # fixed training set (PAIR post: 1,200; sweep default 500)
     n_test: int = 5000
 
+    def check(self) -> None:
+        _validate(self)
+
 
 def _validate(cfg: ParityConfig) -> None:
     if not 1 <= cfg.n_bits <= 62:

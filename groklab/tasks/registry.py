@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from groklab.tasks.base import TaskData, TaskError
+from groklab.validation import no_bool_numbers
 
 
 class TaskConfig(BaseModel):
@@ -22,6 +23,12 @@ class TaskConfig(BaseModel):
 
     name: str
     seed: int = 0  # data seed: same config + seed -> the same data, whatever the training seed
+
+    _no_bools = field_validator("*", mode="before")(no_bool_numbers)
+
+    def check(self) -> None:
+        """Raise :class:`TaskError` for limits that need no generated data; the config loader
+        calls it so bad values fail before any data is built (``build`` checks them too)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ def register(name: str, config_cls: type[TaskConfig], description: str):
 
 
 def task_spec(name: str) -> TaskSpec:
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:  # a YAML list or mapping is unhashable
         raise TaskError(f"unknown task '{name}'; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from groklab.config import ConfigError, load_config, preset_description, preset_names
+from groklab.lock import LockError
 from groklab.rundir import RunDir, RunDirError, RunWriteError
 from groklab.tasks import TASKS, TaskError
 
@@ -27,7 +28,7 @@ console = Console(stderr=True)
 out_console = Console()
 
 DEFAULT_PRESET = "composition-small"
-BAD_INPUT = (ConfigError, TaskError, RunDirError)
+BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
 
 
 def fail(msg: str, code: int = 2):

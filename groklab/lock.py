@@ -155,6 +155,8 @@ class RunLock:
 
     def _refuse_unless_stale(self, holder: dict) -> None:
         pid, host, since = holder["pid"], holder["host"], _since_text(holder["since"])
+        if host == _host() and pid == os.getpid():
+            return  # this process already writes the run (started it, now trains it): ours
         if host != _host():
             raise LockError(
                 f"'{self.run_dir}' is locked by pid {pid} on host {host} since {since}, which "

@@ -50,3 +50,22 @@ def train_until_killed(run, at_step: int, exc=KeyboardInterrupt) -> None:
 
     with pytest.raises(exc):
         train_runs([run], step_then_die)
+
+
+# Test tiers. unit: no training loop runs (generators, configs, models, hooks, analyses on
+# hand-built models, the package's shape); a developer runs it in well under a minute with
+# `pytest -m unit`. integration: trains real tiny runs, through the API or the CLI. slow
+# (marked per test): real subprocesses killed mid-run, paper-scale presets. CI runs all three.
+UNIT_FILES = {
+    "test_architecture.py", "test_config.py", "test_config_property.py", "test_forecast.py",
+    "test_lock.py", "test_logit_lens.py", "test_model.py", "test_patching.py", "test_story.py",
+    "test_tasks.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        unit = item.path.name in UNIT_FILES
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)

@@ -158,6 +158,7 @@ INVALID = {
     "model.d_vocab": derived_int,
     "model.d_vocab_out": derived_int,
     "model.n_ctx": derived_int,
+    "model.d_input": derived_int,
     "model.act_fn": literal(M["act_fn"]),
     "model.normalization_type": literal(M["normalization_type"], none_ok=True),
     "model.tie_word_embeddings": boolean,

@@ -107,10 +107,13 @@ def test_release_keeps_a_lock_that_is_no_longer_ours(tmp_path):
     assert json.loads((run / ".lock").read_text()) == other
 
 
-def test_same_process_second_lock_is_refused(tmp_path):
+def test_the_writing_process_may_lock_again(tmp_path):
+    """One writer per run means one process: a run started in this process and then resumed in
+    it (a notebook, a test) is still written by one process."""
     with RunLock(tmp_path):
-        with pytest.raises(LockError, match=f"pid {os.getpid()}"):
-            RunLock(tmp_path).acquire()
+        again = RunLock(tmp_path).acquire()
+        assert again.held and json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+        again.release()
 
 
 def test_lock_from_another_host_is_refused_with_the_way_out(tmp_path):

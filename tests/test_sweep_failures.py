@@ -16,6 +16,7 @@ from groklab.config import load_config
 from groklab.sweep import parse_spec, read_index, run_sweep
 from groklab.sweep import runner as sweep_runner
 from groklab.train.loop import Run
+from groklab.train.steps import EagerStep
 from tests.conftest import TINY_SETS
 from tests.test_sweep import strip_time, tiny_spec
 
@@ -35,18 +36,18 @@ def sweep_cli(spec_tree, out, tmp_path):
 
 
 def fault_by_seed(monkeypatch, faults):
-    """Make ``Run.train_step`` of the points with these train seeds fail at step 5."""
-    original = Run.train_step
+    """Make the eager step of the points with these train seeds fail at step 5."""
+    original = EagerStep.__call__
 
-    def step(self, lr):
-        fault = faults.get(self.cfg.train.seed)
-        if fault is not None and self.step == 5:
+    def step(self):
+        fault = faults.get(self.run.cfg.train.seed)
+        if fault is not None and self.run.step == 5:
             if fault == "nan":
-                return torch.tensor(float("nan"))
+                return torch.tensor([float("nan")])
             raise fault
-        return original(self, lr)
+        return original(self)
 
-    monkeypatch.setattr(Run, "train_step", step)
+    monkeypatch.setattr(EagerStep, "__call__", step)
 
 
 def test_failed_points_are_indexed_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -100,14 +101,14 @@ def test_a_sweep_without_failures_exits_0(tmp_path):
 def test_a_killed_point_is_resumed_by_the_next_sweep(tmp_path, monkeypatch, damage):
     out = tmp_path / "sweep"
     tree = tiny_spec(steps=40, **{"train.seed": [0, 1]})
-    original = Run.train_step
+    original = EagerStep.__call__
 
-    def killed_at_30(self, lr):  # seed=1 had its resume.pt written at step 20
-        if self.cfg.train.seed == 1 and self.step == 30:
+    def killed_at_30(self):  # seed=1 had its resume.pt written at step 20
+        if self.run.cfg.train.seed == 1 and self.run.step == 30:
             raise KeyboardInterrupt  # what a kill of the sweep looks like from inside
-        return original(self, lr)
+        return original(self)
 
-    monkeypatch.setattr(Run, "train_step", killed_at_30)
+    monkeypatch.setattr(EagerStep, "__call__", killed_at_30)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(parse_spec(tree), out, log=lambda s: None)
     monkeypatch.undo()
@@ -162,17 +163,17 @@ def test_a_killed_worker_process_fails_its_points_not_the_sweep(tmp_path, monkey
 
 
 def test_a_diverged_member_of_a_batched_unit_keeps_its_reason(tmp_path, monkeypatch):
-    from groklab.train.batched import BatchedRun
+    from groklab.train.batched import StackedStep
 
-    original = BatchedRun.train_step
+    original = StackedStep.__call__
 
-    def step(self, lrs):
-        losses = original(self, lrs)
-        if self.step == 5:
+    def step(self):
+        losses = original(self)
+        if self.lead.step == 5:
             losses[1] = float("nan")
         return losses
 
-    monkeypatch.setattr(BatchedRun, "train_step", step)
+    monkeypatch.setattr(StackedStep, "__call__", step)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec(steps=20, **{"train.seed": [0, 1]})))
     res = cli.invoke(app, ["sweep", str(spec), "--out", str(tmp_path / "s"), "--batched",

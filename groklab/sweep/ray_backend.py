@@ -27,14 +27,14 @@ from typing import Iterator
 
 import yaml
 
-from groklab.sweep.runner import (
+from groklab.sweep.spec import Point, SweepError
+from groklab.sweep.units import (
     POINTS_DIR,
     SPEC_FILE,
     execute_unit,
     point_status,
     unit_payload,
 )
-from groklab.sweep.spec import Point, SweepError
 
 
 def check_ray() -> None:

@@ -134,6 +134,11 @@ class BatchedRun:
     def step(self) -> int:
         return self.members[0].step
 
+    @property
+    def errors(self) -> list[str | None]:
+        """Per member: why it stopped early (its loss became NaN/Inf), or None."""
+        return [r.diverged for r in self.members]
+
     @classmethod
     def start(cls, cfgs: list[Config], outs: list[Path], command: str | None = None,
               data: dict[str, TaskData] | None = None) -> "BatchedRun":

@@ -1,15 +1,12 @@
 """The training loop: read it top to bottom.
 
 A :class:`Run` binds a config, its task data, model, optimizer and run directory. What a step
-computes belongs to the task's objective (groklab/tasks/objectives.py); how it is executed
-belongs to a step object (groklab/train/steps.py: eager, the whole step as a CUDA graph, or many
-runs stacked into one batched model). :func:`train_runs` is the one schedule loop that drives
-any of them: evaluations on a log-spaced plus linear schedule appended to ``metrics.jsonl``,
-weight snapshots as safetensors, a rolling resume state holding everything needed to continue
-bit-for-bit, the NaN stop, Ctrl-C / SIGTERM handling, the progress bar and loggers.
-
-Data lives on the device and a batch is an index draw from the run's seeded generator, so the
-only host synchronisation is at evaluations and checkpoints.
+computes belongs to the task's objective (groklab/tasks/objectives.py); how it is executed, to
+a step object (groklab/train/steps.py: eager, a CUDA graph, or runs stacked into one batched
+model). :func:`train_runs` is the one schedule loop that drives any of them: evaluations
+(log-spaced plus linear) appended to ``metrics.jsonl``, safetensors snapshots, a rolling resume
+state for bit-for-bit continuation, the NaN stop, Ctrl-C / SIGTERM, progress bar and loggers.
+Data lives on the device; a batch is an index draw from the run's seeded generator.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from groklab.config import Config, ConfigError, build_config
+from groklab.lock import RunLock
 from groklab.models import build_model
 from groklab.rundir import (
     RunDir,
@@ -89,6 +87,8 @@ class Run:
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
         self.last_good = self.last_check = 0
+        self.diverged: str | None = None  # the message, when a batched member's loss was NaN
+        self.lock: RunLock | None = None  # one writer per run directory, held while writing
 
     # ------------------------------------------------------------------ construction
 
@@ -98,6 +98,7 @@ class Run:
         """Validate everything, then create the directory and write config.yaml before step 0."""
         prepare_out_dir(out)
         run = cls(cfg, out, data=data)
+        run.lock = RunLock(out).acquire()
         resolved = cfg.model_copy(update={"model": run.model_cfg})
         tree = {**resolved.to_dict(), "environment": {**environment(), "device": str(run.device)}}
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,11 @@ class Run:
         recorded = rd.read_environment()
         state = rd.load_resume_state()
         run = cls(cfg, run_dir, data=data)
+        run.lock = RunLock(run_dir).acquire()  # refused if another live process writes it
         try:
             run.load_state(state)
         except Exception as e:  # readable, but not this run's (edited config.yaml, say)
+            run.lock = run.lock.release()
             raise RunDirError(
                 f"cannot resume '{run_dir}': checkpoints/resume.pt does not fit this run's "
                 f"config ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
@@ -254,6 +257,7 @@ def train_runs(runs: list[Run], step, progress: bool = False) -> list[dict]:
     bar = make_progress(progress, total=tc.steps, start=lead.step, metric=lead.objective.headline,
                         id_split=lead.data.id_split, ood_split=lead.data.ood_split)
     for r in runs:
+        r.lock = r.lock or RunLock(r.dir.path).acquire()
         r.session_start = time.perf_counter()
         r.model.train()
     try:
@@ -276,10 +280,10 @@ def train_runs(runs: list[Run], step, progress: bool = False) -> list[dict]:
                         if s > resumed_at and (s % tc.resume_every == 0 or s == tc.steps):
                             r.check_finite()
                             r.save_resume()
-                    except TrainingDiverged:
+                    except TrainingDiverged as e:
                         if len(runs) == 1:
                             raise
-                        alive[i] = False  # a batched member stops; the others go on
+                        alive[i], r.diverged = False, str(e)  # a member stops; others go on
                 if interrupts.signum is not None:
                     for i, r in enumerate(runs):
                         if alive[i] and r.last_good != s:
@@ -301,6 +305,7 @@ def train_runs(runs: list[Run], step, progress: bool = False) -> list[dict]:
     finally:
         for r in runs:
             r.elapsed, r.session_start = r.elapsed_now(), None
+            r.lock = r.lock.release()
         for logger in (lg for group in loggers for lg in group):
             logger.close()
     return [r.write_summary(status="completed") if alive[i] else r.dir.read_summary()

@@ -129,6 +129,15 @@ class _Sequence(Objective):
     def loss(self, out, batch, ce):
         return self.token_loss(out, batch.targets, ce)
 
+    def score(self, out, batch, ce):
+        """Loss and accuracy per scored token; the boolean [n, pos] right-token mask goes to
+        subclasses under ``"_right"`` (not a metric: :meth:`score` of a subclass drops it)."""
+        mask = batch.targets != IGNORE
+        tokens = mask.sum()
+        right = (out.argmax(-1) == batch.targets) & mask
+        return {"loss": (self.token_loss(out, batch.targets, ce, "sum"), tokens),
+                "acc": (right.sum(), tokens), "_right": (right, mask)}
+
 
 class Span(_Sequence):
     """A target span after a prompt; ``exact`` is greedy decoding's exact match (see above)."""
@@ -138,12 +147,10 @@ class Span(_Sequence):
     headline = "exact"
 
     def score(self, out, batch, ce):
-        mask = batch.targets != IGNORE
-        tokens = mask.sum()
-        right = (out.argmax(-1) == batch.targets) & mask
-        exact = (right.sum(-1) == mask.sum(-1)).sum()
-        return {"loss": (self.token_loss(out, batch.targets, ce, "sum"), tokens),
-                "acc": (right.sum(), tokens), "exact": (exact, len(batch))}
+        scores = super().score(out, batch, ce)
+        right, mask = scores.pop("_right")
+        scores["exact"] = ((right.sum(-1) == mask.sum(-1)).sum(), len(batch))
+        return scores
 
 
 class LanguageModel(_Sequence):
@@ -154,11 +161,9 @@ class LanguageModel(_Sequence):
     headline = "acc"
 
     def score(self, out, batch, ce):
-        mask = batch.targets != IGNORE
-        tokens = mask.sum()
-        right = (out.argmax(-1) == batch.targets) & mask
-        return {"loss": (self.token_loss(out, batch.targets, ce, "sum"), tokens),
-                "acc": (right.sum(), tokens)}
+        scores = super().score(out, batch, ce)
+        scores.pop("_right")
+        return scores
 
     def finish(self, values):
         import math

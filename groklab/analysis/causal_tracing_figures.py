@@ -4,17 +4,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from groklab.analysis.sources import plot_per_layer
 
-if TYPE_CHECKING:
-    from groklab.analysis.causal_tracing import CausalTracingResult
 
-
-def plot_strength(result: CausalTracingResult, splits: Sequence[str] | None = None):
+def plot_strength(result, splits: Sequence[str] | None = None):
     """Causal strength at the early checkpoint, the final one, and final minus early (the
     paper's diverging orange-white-green map on [-1, 1]); a row per split."""
     import matplotlib
@@ -50,7 +47,7 @@ def plot_strength(result: CausalTracingResult, splits: Sequence[str] | None = No
     return fig
 
 
-def plot_over_training(result: CausalTracingResult, split: str | None = None):
+def plot_over_training(result, split: str | None = None):
     """Causal strength of each slot vs step, one line per layer, with clean accuracy."""
     import matplotlib
 
@@ -73,7 +70,7 @@ def plot_over_training(result: CausalTracingResult, split: str | None = None):
     return fig
 
 
-def plot_rome(result: CausalTracingResult, splits: Sequence[str] | None = None):
+def plot_rome(result, splits: Sequence[str] | None = None):
     """ROME NIE heatmaps [layer, position] at the first and last ROME checkpoints; a row
     per split."""
     import matplotlib

@@ -4,17 +4,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from groklab.analysis.fourier_measures import EXPLAINED
 
-if TYPE_CHECKING:
-    from groklab.analysis.fourier import FourierResult
 
-
-def phase_lines(result: FourierResult, ax) -> None:
+def phase_lines(result, ax) -> None:
     colors = {"step_memorized": "tab:red", "step_cleanup": "tab:purple",
               "step_generalized": "tab:green"}
     for key, color in colors.items():
@@ -23,7 +18,7 @@ def phase_lines(result: FourierResult, ax) -> None:
             ax.axvline(step, color=color, ls="--", lw=1, alpha=0.7)
 
 
-def plot_progress(result: FourierResult):
+def plot_progress(result):
     """Losses (full, restricted, excluded), accuracies and Fourier sparsity vs step, with the
     memorization / circuit formation / cleanup boundaries as dashed lines."""
     import matplotlib
@@ -60,7 +55,7 @@ def plot_progress(result: FourierResult):
     return fig
 
 
-def plot_spectra(result: FourierResult):
+def plot_spectra(result):
     """Final embedding and neuron-logit map per frequency; embedding spectrum over steps."""
     import matplotlib
 
@@ -89,7 +84,7 @@ def plot_spectra(result: FourierResult):
     return fig
 
 
-def plot_neurons(result: FourierResult):
+def plot_neurons(result):
     """Neuron clusters by dominant frequency over steps, and the final fraction explained."""
     import matplotlib
 

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from groklab.models.hooks import HookPoint
 from groklab.models.transformer import HookedTransformer
 
 _MATH_ATTENTION = False
@@ -46,7 +45,9 @@ def math_attention():
 
 
 def hooked(model) -> bool:
-    return any(isinstance(m, HookPoint) and m._forward_hooks for m in model.modules())
+    """Whether any hook point of ``model`` has a hook (its hook_dict, not a module walk: this
+    runs every training step)."""
+    return any(hp._forward_hooks for hp in model.hook_dict.values())
 
 
 def forward(model, tokens: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:

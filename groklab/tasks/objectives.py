@@ -81,16 +81,10 @@ class Objective:
                 acc[1] = acc[1] + n
         if not sums:
             return {}
-        names = list(sums)
-        counts = [sums[k][1] for k in names]
-        if all(isinstance(c, int) for c in counts):
-            values = torch.stack([sums[k][0] for k in names]) / max(counts[0], 1)
-            if len(set(counts)) > 1:  # metrics over different units (rows vs tokens)
-                values = torch.stack([sums[k][0] / max(c, 1) for k, c in zip(names, counts)])
-        else:
-            values = torch.stack([sums[k][0] / torch.clamp(torch.as_tensor(c), min=1)
-                                  for k, c in zip(names, counts)])
-        return self.finish(dict(zip(names, values.tolist())))
+        # per metric: sum / count (rows or scored tokens), then one host sync for all
+        values = torch.stack([s / (c.clamp(min=1) if torch.is_tensor(c) else max(c, 1))
+                              for s, c in sums.values()])
+        return self.finish(dict(zip(sums, values.tolist())))
 
 
 class Answer(Objective):
@@ -129,14 +123,17 @@ class _Sequence(Objective):
     def loss(self, out, batch, ce):
         return self.token_loss(out, batch.targets, ce)
 
-    def score(self, out, batch, ce):
-        """Loss and accuracy per scored token; the boolean [n, pos] right-token mask goes to
-        subclasses under ``"_right"`` (not a metric: :meth:`score` of a subclass drops it)."""
+    def token_scores(self, out, batch, ce):
+        """Loss and accuracy per scored token, with the [n, pos] right-token and scored masks."""
         mask = batch.targets != IGNORE
         tokens = mask.sum()
         right = (out.argmax(-1) == batch.targets) & mask
-        return {"loss": (self.token_loss(out, batch.targets, ce, "sum"), tokens),
-                "acc": (right.sum(), tokens), "_right": (right, mask)}
+        scores = {"loss": (self.token_loss(out, batch.targets, ce, "sum"), tokens),
+                  "acc": (right.sum(), tokens)}
+        return scores, right, mask
+
+    def score(self, out, batch, ce):
+        return self.token_scores(out, batch, ce)[0]
 
 
 class Span(_Sequence):
@@ -147,8 +144,7 @@ class Span(_Sequence):
     headline = "exact"
 
     def score(self, out, batch, ce):
-        scores = super().score(out, batch, ce)
-        right, mask = scores.pop("_right")
+        scores, right, mask = self.token_scores(out, batch, ce)
         scores["exact"] = ((right.sum(-1) == mask.sum(-1)).sum(), len(batch))
         return scores
 
@@ -159,11 +155,6 @@ class LanguageModel(_Sequence):
     kind = "lm"
     metrics = ("loss", "acc", "ppl")
     headline = "acc"
-
-    def score(self, out, batch, ce):
-        scores = super().score(out, batch, ce)
-        scores.pop("_right")
-        return scores
 
     def finish(self, values):
         import math

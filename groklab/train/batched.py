@@ -78,17 +78,11 @@ class StackedStep:
         self.lead = runs[0]
         self.names = [n for n, _ in self.lead.model.named_parameters()]
         self.params = [dict(r.model.named_parameters()) for r in runs]
+        self.member_loss = _MemberLoss(self.lead)
 
-    def _member_loss(self, params, inputs, targets, answer_pos=None):
-        lead = self.lead
-        batch = Split(inputs, answer_pos, targets)
-
-        def loss(model):
-            out = lead.objective.forward(model, batch)
-            return lead.objective.loss(out, batch, lead.train_ce)
-
-        return functional_call(_Call(lead.model, loss), {f"model.{n}": p
-                                                          for n, p in params.items()}, ())
+    def _member_loss(self, params, *batch):
+        return functional_call(self.member_loss, {f"model.{n}": p for n, p in params.items()},
+                               batch)
 
     def __call__(self) -> torch.Tensor:
         batches = [r.draw_batch() for r in self.runs]
@@ -104,16 +98,20 @@ class StackedStep:
         return losses.detach()
 
 
-class _Call(torch.nn.Module):
-    """``functional_call`` needs a module: this one holds the model and calls ``fn(model)``."""
+class _MemberLoss(torch.nn.Module):
+    """One member's loss as a module (what ``functional_call`` swaps parameters into): the
+    lead run's objective and loss function on its model, whose parameters are the member's."""
 
-    def __init__(self, model, fn):
+    def __init__(self, lead: Run):
         super().__init__()
-        self.model = model
-        self.fn = fn
+        self.model = lead.model
+        self.lead = [lead]  # in a list: not a submodule, its parameters are not ours
 
-    def forward(self):
-        return self.fn(self.model)
+    def forward(self, inputs, targets, answer_pos=None):
+        lead = self.lead[0]
+        batch = Split(inputs, answer_pos, targets)
+        out = lead.objective.forward(self.model, batch)
+        return lead.objective.loss(out, batch, lead.train_ce)
 
 
 class BatchedRun:

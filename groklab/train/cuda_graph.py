@@ -26,7 +26,6 @@ capture that fails at run time falls back to the eager step with one warning.
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 
 import torch
 
@@ -52,19 +51,11 @@ class GraphStep:
         self.static_loss = None
         self.calls = 0
 
-    def _autocast(self):
-        if self.run.cfg.train.precision == "bf16":
-            return torch.autocast(self.run.device.type, dtype=torch.bfloat16,
-                                  cache_enabled=False)
-        return nullcontext()
-
     def _body(self) -> torch.Tensor:
-        """Gather, forward, loss, backward, filters, clip, AdamW: the part that is captured."""
+        """Gather, forward, loss, backward, filters, clip, AdamW: the part that is captured
+        (``Run.autocast`` turns the autocast cache off for a run with ``train.cuda_graph``)."""
         run = self.run
-        batch = run.train_split if run.full_batch else run.train_split.rows(self.idx)
-        with self._autocast():
-            out = run.objective.forward(run.model, batch)
-        loss = run.objective.loss(out, batch, run.train_ce)
+        loss = run.loss(run.train_split if run.full_batch else run.train_split.rows(self.idx))
         loss.backward()
         run.optimizer_step(zero_grad=False)
         return loss.detach()[None]

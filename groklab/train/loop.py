@@ -36,8 +36,7 @@ from groklab.train.progress import make_progress
 from groklab.train.resume_state import load_run_state, run_state
 from groklab.train.schedule import log_linear_steps, lr_at
 from groklab.train.setup import (
-    _yaml,
-    environment,
+    config_yaml,
     make_optimizer,
     prepare_out_dir,
     resolve_device,
@@ -100,9 +99,8 @@ class Run:
         run = cls(cfg, out, data=data)
         run.lock = RunLock(out).acquire()
         resolved = cfg.model_copy(update={"model": run.model_cfg})
-        tree = {**resolved.to_dict(), "environment": {**environment(), "device": str(run.device)}}
         Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.dir.config_path, _yaml(tree))
+        atomic_write_text(run.dir.config_path, config_yaml(resolved, run.device))
         atomic_write_text(run.dir.path / "command.txt", (command or "") + "\n")
         run.dir.ckpt_dir.mkdir(exist_ok=True)
         return run
@@ -143,7 +141,9 @@ class Run:
 
     def autocast(self):
         if self.cfg.train.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # a captured CUDA graph needs the autocast weight-cast cache off
+            return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=not self.cfg.train.cuda_graph)
         return nullcontext()
 
     def lr(self) -> float:
@@ -229,10 +229,10 @@ class Run:
         atomic_save_safetensors(self.dir.checkpoint_path(self.step),
                                 self.model.unique_state_dict(), {"step": str(self.step)})
 
-    def save_resume(self) -> None:
+    def save_resume(self, status: str = "running") -> None:
         self.dir.save_resume_state(self.state())
         self.last_good = self.step
-        self.write_summary(status="running")
+        self.write_summary(status=status)
 
     def write_summary(self, status: str) -> dict:
         summary = run_summary(self, self.dir.read_metrics(), status)
@@ -286,10 +286,12 @@ def train_runs(runs: list[Run], step, progress: bool = False) -> list[dict]:
                         alive[i], r.diverged = False, str(e)  # a member stops; others go on
                 if interrupts.signum is not None:
                     for i, r in enumerate(runs):
-                        if alive[i] and r.last_good != s:
+                        if not alive[i]:
+                            continue
+                        if r.last_good != s:
                             r.check_finite()
-                            r.save_resume()
-                        if alive[i]:
+                            r.save_resume(status="interrupted")
+                        else:  # this step's state is saved already
                             r.write_summary(status="interrupted")
                     raise Interrupted(interrupts.signum, s)
                 if s >= tc.steps:

@@ -41,15 +41,17 @@ def prepare_out_dir(out: Path) -> None:
         raise RunDirError(f"--out '{out}' exists and is not an empty directory; choose a new --out")
 
 
-def environment() -> dict:
+def environment(device: torch.device) -> dict:
     """Where a run trains: bitwise-equal metrics need the same device and thread count."""
-    return {"device": None, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-            "host": socket.gethostname()}
+    return {"device": str(device), "threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "host": socket.gethostname()}
 
 
-def _yaml(tree: dict) -> str:
+def config_yaml(cfg, device: torch.device) -> str:
+    """config.yaml: the resolved config tree and the environment it trains in."""
     import yaml
 
+    tree = {**cfg.to_dict(), "environment": environment(device)}
     return yaml.safe_dump(tree, sort_keys=False)
 
 

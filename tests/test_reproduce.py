@@ -124,3 +124,13 @@ def test_the_report_of_a_reproduction_has_the_table(tmp_path):
 
     html = build_reproduction(tmp_path).read_text()
     assert "always false" in html and "does not hold" in html and "data:image/png" in html
+
+
+def test_checkpoints_early_and_last_name_the_memorization_regime_and_the_end():
+    from groklab.analysis.sources import AnalysisError, select_checkpoints
+
+    avail = [0, 100, 200, 300]
+    assert select_checkpoints(avail, "early,last", early=lambda a: 100) == [100, 300]
+    assert select_checkpoints(avail, "last,0") == [0, 300]
+    with pytest.raises(AnalysisError, match="early and last may appear"):
+        select_checkpoints(avail, "early,bogus", early=lambda a: 100)

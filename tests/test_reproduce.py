@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from groklab.cli import app
-from groklab.reproduce.base import Claim, Measured, MissingRun, RunSpec, Runs, Study, StudyError
+from groklab.reproduce.base import Claim, Measured, MissingRun, Runs, RunSpec, Study, StudyError
 from groklab.reproduce.claims import at_most, delay, sooner_along
 from groklab.reproduce.runner import check_request, evaluate, reproduce
 from groklab.reproduce.studies import MODULES, get, studies

@@ -37,10 +37,10 @@ def print_list(console, studies) -> None:
 
 def command(name, scale, seeds, out, list_, out_console, console) -> None:
     """``groklab reproduce``: list the studies, or run one and print its table and report."""
+    from groklab.report.reproduction import build_reproduction
     from groklab.reproduce.base import StudyError
     from groklab.reproduce.runner import reproduce
     from groklab.reproduce.studies import get, studies
-    from groklab.report.reproduction import build_reproduction
 
     if list_:
         return print_list(out_console, studies().values())

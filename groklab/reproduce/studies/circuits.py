@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.studies import comparison, composition
 from groklab.reproduce.studies._scale import TINY_COMPOSITION
-
 
 
 def analyses(n_examples: int = 300) -> tuple:

@@ -7,7 +7,7 @@ composition.
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.claims import final_at_least
 from groklab.reproduce.studies._scale import TINY_TRAIN, seeded
 

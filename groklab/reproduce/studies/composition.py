@@ -10,7 +10,7 @@ weight decay keeps just below 0.99 (docs/anchors.md, "memorization").
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.claims import GEN, at_most, delay, sooner_along
 from groklab.reproduce.studies._scale import TINY_COMPOSITION, seeded
 

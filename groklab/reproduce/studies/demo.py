@@ -14,7 +14,7 @@ measures its delay against the same criterion and says whether it holds.
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.claims import at_most, delay
 from groklab.reproduce.studies._modular import TINY_MODULAR, fourier
 from groklab.reproduce.studies._scale import TINY_COMPOSITION, seeded

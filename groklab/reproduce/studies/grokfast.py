@@ -5,7 +5,7 @@ wd 1), with and without the MA filter (window 100, lambda 5)."""
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study, fmt_step
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study, fmt_step
 from groklab.reproduce.studies._modular import TINY_MODULAR
 
 STEPS = {"cpu": 8000, "gpu": 25000}

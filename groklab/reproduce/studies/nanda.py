@@ -4,7 +4,7 @@ restricted loss falling before test loss, and the three phases."""
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.studies._modular import TINY_MODULAR, fourier, memorize_then_generalize
 
 STEPS = {"cpu": 8000, "gpu": 25000}

@@ -4,7 +4,7 @@ parity memorizes, then generalizes."""
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.studies._modular import fourier, memorize_then_generalize
 from groklab.reproduce.studies._scale import TINY_TRAIN
 

@@ -3,7 +3,7 @@ generalize grow as the training fraction falls (Fig. 1 right)."""
 
 from __future__ import annotations
 
-from groklab.reproduce.base import Claim, Measured, RunSpec, Runs, Study
+from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.claims import sooner_along
 from groklab.reproduce.studies._scale import TINY_TRAIN
 

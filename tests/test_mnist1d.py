@@ -153,3 +153,21 @@ def test_batched_sweeps_take_cnns_but_train_grus_alone():
     data = make_task("mnist1d", num_samples=100)
     assert batch_key(load_config("mnist1d-cnn", None, []), data) is not None
     assert batch_key(load_config("mnist1d-gru", None, []), data) is None  # vmap has no GRU rule
+
+
+class _AlwaysZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+
+def test_class_accuracy_counts_each_class_and_the_confusions(tmp_path):
+    from groklab.analysis import class_accuracy
+
+    data = make_task("mnist1d", num_samples=200)
+    result = class_accuracy.run(_AlwaysZero(), task=data)
+    assert result.acc["test"][-1].tolist() == [1.0] + [0.0] * 9  # class 0 right, the rest wrong
+    conf = result.confusion["test"]
+    assert conf[:, 0].sum() == len(data.probes["test"]) and conf[:, 1:].sum() == 0
+    assert conf[:, 0].tolist() == torch.bincount(data.probes["test"].targets, minlength=10).tolist()
+    paths = result.save(tmp_path)
+    assert all(p.exists() for p in paths) and "lowest" in result.text()

@@ -35,8 +35,8 @@ def runs(scale: str, seeds: int) -> list[RunSpec]:
 
 
 def _names(r: Runs, model: str, shuffled: bool) -> list[str]:
-    prefix = f"{model}{'-shuffled' if shuffled else ''}-s"
-    return r.names(prefix)
+    group = f"{model}{'-shuffled' if shuffled else ''}"  # "cnn-s0" and "cnn-shuffled-s0" differ
+    return [n for n in r.names() if n.rsplit("-s", 1)[0] == group]
 
 
 def _test_acc(r: Runs, model: str, shuffled: bool) -> tuple[float, list[float]]:

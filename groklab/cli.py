@@ -28,6 +28,10 @@ console = Console(stderr=True)
 out_console = Console()
 
 DEFAULT_PRESET = "composition-small"
+DEMO_MINUTES = 6
+# Before and after grokking: the checkpoint of largest memorization gap, and the last one.
+DEMO_ANALYSES = (("logit_lens", {"checkpoints": "early,last"}),
+                 ("causal_tracing", {"checkpoints": "early,last"}), ("circuit", {}))
 BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
 
 
@@ -157,11 +161,21 @@ def demo(
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=2000"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
 ):
-    """Train the default preset, say where the model memorized and generalized, write its report."""
+    """Train the default preset until it groks, open it up (logit lens and causal tracing at the
+    memorization-regime and final checkpoints, read together as the circuit), write the report."""
     console.print(f"groklab demo: training '{DEFAULT_PRESET}' on the "
-                  f"{'GPU' if _cuda() else 'CPU'}; about 5 minutes on 2 CPU cores", highlight=False)
+                  f"{'GPU' if _cuda() else 'CPU'}, then its circuit; about {DEMO_MINUTES} minutes "
+                  "on 2 CPU cores", highlight=False)
     run_dir = out or _default_out("demo")
     train(DEFAULT_PRESET, None, set_, run_dir, progress, tensorboard=False, wandb=False)
+    from groklab.analysis.registry import get
+
+    for name, options in DEMO_ANALYSES:
+        console.print(f"analysis: {get(name).title}", highlight=False)
+        result = get(name).run(run_dir, **options)
+        result.save(run_dir)
+    for line in result.text().splitlines():
+        out_console.print(line, highlight=False, soft_wrap=True)
     report(run_dir)
 
 
@@ -291,6 +305,26 @@ def phase(
                       f"{sweep_dir / 'analysis' / 'phase.npz'}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def reproduce(
+    study: Optional[str] = typer.Argument(None, help="a study (groklab reproduce --list)"),
+    scale: str = typer.Option("cpu", "--scale", help="cpu (minutes on 2 cores) or gpu (paper)"),
+    seeds: int = typer.Option(1, "--seeds", help="seeds per seeded run"),
+    out: Optional[Path] = typer.Option(None, "--out", help="directory (run again to resume)"),
+    list_: bool = typer.Option(False, "--list", help="every study, its claims and its time"),
+):
+    """Check a published finding: train the study's runs, evaluate its claims, write the table
+    (terminal, DIR/reproduction.json, DIR/report.html)."""
+    from groklab.reproduce.base import StudyError
+    from groklab.reproduce.table import command
+
+    try:
+        command(study, scale, seeds, out or _default_out(f"reproduce-{study}"), list_,
+                out_console, console)
+    except (*BAD_INPUT, StudyError) as e:
+        fail(str(e))
+
+
 def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen: bool):
     """Open a run up: each flag runs one analysis over the run's checkpoints and writes
     RUN/analysis/<name>.npz and RUN/figures/<name>*.png (nothing is written on an error)."""
@@ -352,7 +386,8 @@ def _register_analyze() -> None:
         inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                           default=typer.Argument(..., help="a run directory")),
         inspect.Parameter("checkpoints", kw, annotation=str, default=typer.Option(
-            "all", "--checkpoints", help="all, last, or a comma-separated list of steps")),
+            "all", "--checkpoints", help="all, last, or a list of steps (early: the memorization "
+            "regime), e.g. early,last")),
         inspect.Parameter("rome", kw, annotation=str, default=typer.Option(
             "ends", "--rome", help="causal tracing: ROME's noise variant at ends (early + "
             "final checkpoint), all, none")),

@@ -53,8 +53,8 @@ def main() -> None:
     for n in args.samples:
         ref_args = get_dataset_args()
         ref_args.num_samples = n
-        ref, t_ref = _best(lambda: make_dataset(ref_args), args.repeats)
-        mine, t_ours = _best(lambda: ours.make_dataset(num_samples=n), args.repeats)
+        ref, t_ref = _best(lambda a=ref_args: make_dataset(a), args.repeats)
+        mine, t_ours = _best(lambda k=n: ours.make_dataset(num_samples=k), args.repeats)
         equal = all(np.array_equal(np.asarray(ref[k]), np.asarray(mine[k]))
                     for k in ("x", "x_test", "y", "y_test", "t"))
         print(json.dumps({"samples": n, "reference_s": round(t_ref, 3),

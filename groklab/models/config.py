@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from groklab.validation import finite, no_bool_numbers
 
-
 CONTINUOUS = ("dense", "cnn", "gru")  # architectures that read continuous inputs
 
 

@@ -103,7 +103,7 @@ STUDY = Study(
     description="An MLP (depth 3, width 200) on 1,000 MNIST-1D rows with MSE on one-hot "
                 "targets: alpha 8 with weight decay, alpha 1, and the weight norm held at its "
                 "initial value at alpha 1 and at alpha 8.",
-    minutes={"cpu": 5, "gpu": 5},
+    minutes={"cpu": 4, "gpu": 4},
     runs=runs,
     claims=(
         Claim("alpha 8: train accuracy saturates while test stays low, and test reaches the "

@@ -4,12 +4,14 @@ and bad MNIST-1D input fails in one line with exit 2."""
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from groklab.cli import app
 from groklab.config import load_config
 from groklab.train.loop import Run
 from groklab.train.setup import param_norm
+from tests.conftest import train_until_killed
 
 # A linear teacher on 24 Gaussian floats read as one channel of length 24: separable by every
 # model here; 3 classes.
@@ -45,6 +47,25 @@ def test_fixed_weight_norm_holds_through_training(tmp_path):
     assert abs(float(param_norm(run.model)) / norm0 - 1) < 1e-6
     logged = [r["weight_norm"] for r in run.dir.read_metrics()]
     assert max(abs(w - norm0) for w in logged) < 1e-3  # rounded to 4 places in metrics.jsonl
+
+
+def test_a_resumed_fixed_norm_run_equals_the_uninterrupted_one(tmp_path):
+    # the constraint survives a kill: the resumed run holds the same norm, bit for bit
+    sets = ["task.num_samples=300", "model.architecture=dense", "model.n_layers=1",
+            "model.d_mlp=16", "model.init_scale=4", "train.fixed_weight_norm=true",
+            "train.weight_decay=0", "train.lr=1e-2", "train.batch_size=40", "train.steps=60",
+            "train.eval_every=10", "train.checkpoint_every=60", "train.resume_every=20"]
+    full = Run.start(load_config("mnist1d", None, sets), tmp_path / "full")
+    full.train()
+    part = Run.start(load_config("mnist1d", None, sets), tmp_path / "part")
+    train_until_killed(part, 45)
+    resumed = Run.resume(tmp_path / "part")
+    assert resumed.step == 40
+    resumed.train()
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert drop(full.dir.read_metrics()) == drop(resumed.dir.read_metrics())
+    wa, wb = full.dir.load_weights(60), resumed.dir.load_weights(60)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.parametrize("args, words", [

@@ -3,26 +3,25 @@
 The reference (PyPI ``mnist1d`` 0.0.2.post1, ``mnist1d/data.py : make_dataset`` and
 ``mnist1d/transform.py``) transforms one sample at a time with scipy's ``interp1d`` and
 ``gaussian_filter`` (~0.5 ms a sample). Here the random numbers are drawn in the reference's
-order from the same legacy global-style ``RandomState`` (so the stream is identical: four draws
-per sample, see :func:`_draws`), and every transformation runs on all samples at once with the
+order from a private legacy ``RandomState(seed)`` (the reference seeds numpy's global one, and
+Python's ``random``, from which it draws nothing), so the stream is identical (four draws per
+sample, :func:`_draws`), and every transformation runs on all samples at once with the
 reference's exact arithmetic:
 
 - ``interp1d(kind="linear")`` on float64 1-D data delegates to ``numpy.interp``, which for each
   output point takes the segment ``xp[j] <= x < xp[j+1]``, returns ``fp[j]`` on an exact hit
   and otherwise ``slope * (x - xp[j]) + fp[j]`` with ``slope = (fp[j+1] - fp[j]) / (xp[j+1] -
-  xp[j])``; :func:`_interp` does the same for all rows. The first resampling depends only on
-  the digit and the padding, so it is computed once per (digit, padding) pair.
+  xp[j])``; :func:`_interp` does the same for all rows. The first resampling and the roll
+  depend only on the digit, the padding and the shift, so they are computed once per triple.
 - ``gaussian_filter(noise, 2)`` is a 17-tap correlation (radius ``int(4 * 2 + 0.5)``) in
   ``reflect`` mode (``d c b a | a b c d | d c b a``), summed by scipy as
   ``x[i] w0 + sum_{j=-8..-1} (x[i+j] + x[i-j]) w_j`` in that order (:func:`_smooth`).
 
-tests/test_mnist1d.py compares the output with the package's on the default seed when the
-package is installed; ``bench/mnist1d_generate.py`` times both.
+tests/test_mnist1d.py checks the output bitwise against hashes of the package's output
+(tests/data/mnist1d_reference.json); ``bench/mnist1d_generate.py`` times both side by side.
 """
 
 from __future__ import annotations
-
-import random
 
 import numpy as np
 
@@ -142,7 +141,6 @@ def make_dataset(num_samples: int = 5000, train_split: float = 0.8, template_len
     per_class = num_samples // len(tpl["y"])
     labels = np.repeat(tpl["y"], per_class)
     n = len(labels)
-    random.seed(seed)  # the reference seeds Python's random too (it draws nothing from it)
     rs = np.random.RandomState(seed)
     pad, scale_u, k, g, shear_u = _draws(rs, n, low, high, max_translation, n_mid)
 

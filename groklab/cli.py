@@ -27,12 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 out_console = Console()
 
-DEFAULT_PRESET = "composition-small"
 DEMO_MINUTES = 6
-# Before and after grokking: the checkpoint of largest memorization gap, and the last one.
-DEMO_ANALYSES = (("logit_lens", {"checkpoints": "early,last"}),
-                 ("causal_tracing", {"checkpoints": "early,last"}), ("circuit", {}))
-BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
 
 
 def fail(msg: str, code: int = 2):
@@ -157,26 +152,24 @@ def data(
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory"),
-    set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=2000"),
+    out: Optional[Path] = typer.Option(None, "--out", help="directory for the demo's runs"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    tiny: bool = typer.Option(False, "--tiny", hidden=True, help="the test suite's sizes"),
 ):
-    """Train the default preset until it groks, open it up (logit lens and causal tracing at the
-    memorization-regime and final checkpoints, read together as the circuit), write the report."""
-    console.print(f"groklab demo: training '{DEFAULT_PRESET}' on the "
-                  f"{'GPU' if _cuda() else 'CPU'}, then its circuit; about {DEMO_MINUTES} minutes "
-                  "on 2 CPU cores", highlight=False)
-    run_dir = out or _default_out("demo")
-    train(DEFAULT_PRESET, None, set_, run_dir, progress, tensorboard=False, wandb=False)
-    from groklab.analysis.registry import get
+    """Watch a model grok and open it up: modular addition memorizes, then generalizes 5x later
+    (its Fourier circuit); composition forms its bridge-entity circuit (logit lens and causal
+    tracing before and after); the criteria table and the reports."""
+    from groklab.reproduce.base import StudyError
+    from groklab.reproduce.table import demo_command
 
-    for name, options in DEMO_ANALYSES:
-        console.print(f"analysis: {get(name).title}", highlight=False)
-        result = get(name).run(run_dir, **options)
-        result.save(run_dir)
-    for line in result.text().splitlines():
-        out_console.print(line, highlight=False, soft_wrap=True)
-    report(run_dir)
+    out = out or _default_out("demo")
+    console.print(f"groklab demo on the {'GPU' if _cuda() else 'CPU'} into {out}: two runs and "
+                  f"their circuits, about {DEMO_MINUTES} minutes on 2 CPU cores", highlight=False)
+    try:
+        demo_command(out, tiny, _interactive() if progress is None else progress, out_console,
+                     console)
+    except (*BAD_INPUT, StudyError) as e:
+        fail(str(e))
 
 
 @app.command()

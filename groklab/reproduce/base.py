@@ -57,7 +57,6 @@ class Study:
     minutes: dict[str, float]  # expected minutes per scale, on the machine the scale is for
     runs: Callable[[str, int], list[RunSpec]]  # (scale, seeds) -> runs
     claims: tuple[Claim, ...]
-    figures: tuple[str, ...] = ("acc",)  # metric families overlaid in the study's report
 
     def run_specs(self, scale: str, seeds: int) -> list[RunSpec]:
         specs = self.runs(scale, seeds)

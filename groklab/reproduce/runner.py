@@ -92,7 +92,7 @@ def check_request(study: Study, scale: str, seeds: int, out: Path) -> None:
 
 
 def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
-              say: Callable[[str], None] = print) -> Reproduction:
+              say: Callable[[str], None] = print, progress: bool = False) -> Reproduction:
     from groklab.sweep.units import execute_unit, point_status
 
     out = Path(out)
@@ -113,7 +113,8 @@ def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
         t = time.perf_counter()
         [res] = execute_unit(str(out / "runs"), [{"slug": spec.name, "overrides": list(spec.sets),
                                                   "config": cfg.to_dict()}], batched=False,
-                             command=f"groklab reproduce {study.name}  # run {spec.name}")
+                             command=f"groklab reproduce {study.name}  # run {spec.name}",
+                             progress=progress)
         error = res["error"] or res.get("diverged")
         if res["error"] is None:
             error = _analyze(runs.path(spec.name), spec.analyses, say) or error

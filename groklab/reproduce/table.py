@@ -53,3 +53,33 @@ def command(name, scale, seeds, out, list_, out_console, console) -> None:
                        say=lambda line: console.print(line, highlight=False))
     print_table(out_console, result)
     out_console.print(f"report: {build_reproduction(out)}", highlight=False)
+
+
+def demo_command(out, tiny: bool, progress: bool, out_console, console) -> None:
+    """``groklab demo``: the demo study's runs (training, the circuit analyses), each run's
+    story and report, the criteria table and the demo's report."""
+    import json
+
+    from groklab.report import build_report
+    from groklab.report.reproduction import build_reproduction
+    from groklab.report.story import story
+    from groklab.reproduce.runner import reproduce
+    from groklab.reproduce.studies import get
+
+    study = get("demo")
+    result = reproduce(study, "tiny" if tiny else "cpu", 1, out, progress=progress,
+                       say=lambda line: console.print(line, highlight=False))
+    for r in result.runs:
+        run_dir = out / "runs" / r["name"]
+        if r["status"] == "new":
+            continue
+        out_console.print(f"\n[bold]{r['label']}[/] ({r['preset']})", highlight=False)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        for line in story(summary):
+            out_console.print(line, highlight=False, soft_wrap=True)
+        circuit = run_dir / "analysis" / "circuit_summary.txt"
+        if circuit.is_file():
+            out_console.print(circuit.read_text().rstrip(), highlight=False, soft_wrap=True)
+        out_console.print(f"report: {build_report(run_dir)}", highlight=False)
+    print_table(out_console, result)
+    out_console.print(f"report: {build_reproduction(out)}", highlight=False)

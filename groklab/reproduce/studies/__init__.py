@@ -7,7 +7,7 @@ import importlib
 
 from groklab.reproduce.base import Study, StudyError
 
-MODULES = ("composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
+MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
            "mnist1d", "omnigrok")
 
 

@@ -28,6 +28,7 @@ console = Console(stderr=True)
 out_console = Console()
 
 DEMO_MINUTES = 6
+BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
 
 
 def fail(msg: str, code: int = 2):

@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     grokfast_lamb: float | None = None  # amplification; None: published default (EMA 2.0, MA 5.0)
     grokfast_window: int = 100  # MA window; no-op until it fills
     weight_decay_warmup_steps: int = 0  # ramp weight decay linearly from 0 over these steps
+    # Omnigrok's constrained runs: after every optimizer step, rescale all parameters so their
+    # total L2 norm stays at its initial value (train/setup.py : rescale_to_norm)
+    fixed_weight_norm: bool = False
 
     _no_bools = field_validator("*", mode="before")(no_bool_numbers)
 

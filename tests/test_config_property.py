@@ -147,6 +147,7 @@ INVALID = {
     "train.grokfast_lamb": floats_where(lambda x: x < 0, none_ok=True),  # null: the default
     "train.grokfast_window": pos_int,
     "train.weight_decay_warmup_steps": nonneg_int,
+    "train.fixed_weight_norm": boolean,
     "model.architecture": literal(M["architecture"]),
     "model.n_layers": pos_int,
     # positive but not a multiple of n_heads is invalid too, as is n_heads not dividing d_model

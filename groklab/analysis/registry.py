@@ -61,6 +61,13 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "coefficient of Fourier norms, restricted and excluded loss (Nanda et al. 2023).",
         options=("checkpoints",)),
     Analysis(
+        "class_accuracy", "groklab.analysis.class_accuracy", "ClassAccuracyResult",
+        "Per-class accuracy",
+        "Accuracy on each class of a classify task across checkpoints, for the training rows "
+        "and every probe, and the confusion matrix at the last checkpoint (MNIST-1D's per-digit "
+        "errors; does an Omnigrok run generalize digit by digit?).",
+        options=("checkpoints",)),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

@@ -4,9 +4,11 @@ from groklab.models.config import ModelConfig
 from groklab.models.dense import DenseMLP
 from groklab.models.hooks import ActivationCache, HookedRootModule, HookPoint, get_act_name
 from groklab.models.mlp import MLP, PairMLP
+from groklab.models.sequence import Conv1dNet, GRUNet
 from groklab.models.transformer import HookedTransformer
 
-MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP}
+MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP,
+          "cnn": Conv1dNet, "gru": GRUNet}
 
 
 def build_model(cfg: ModelConfig):
@@ -15,6 +17,8 @@ def build_model(cfg: ModelConfig):
 
 __all__ = [
     "ActivationCache",
+    "Conv1dNet",
+    "GRUNet",
     "HookPoint",
     "HookedRootModule",
     "HookedTransformer",

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from groklab.validation import finite, no_bool_numbers
 
+CONTINUOUS = ("dense", "cnn", "gru")  # architectures that read continuous inputs
+
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -21,8 +23,10 @@ class ModelConfig(BaseModel):
     # pair_mlp: the PAIR one-layer MLP on (a, b) with a factored, tied embedding (models/mlp.py);
     # mlp: a one-hidden-layer MLP on the concatenated one-hot tokens (sparse parity)
     # dense: an MLP on continuous inputs (flattened), n_layers hidden layers of width d_mlp
-    # (n_layers 0: logistic regression), for the ``classify`` objective (models/dense.py)
-    architecture: Literal["transformer", "pair_mlp", "mlp", "dense"] = "transformer"
+    # (n_layers 0: logistic regression), for the ``classify`` objective (models/dense.py);
+    # cnn, gru: n_layers Conv1d layers of d_model channels / bidirectional GRU layers of hidden
+    # size d_model on continuous sequences (models/sequence.py, MNIST-1D's baselines)
+    architecture: Literal["transformer", "pair_mlp", "mlp", "dense", "cnn", "gru"] = "transformer"
     n_layers: int = 4  # distinct blocks; with n_loops > 1 the stack runs n_loops times
     d_model: int = 128
     n_heads: int = 4
@@ -32,7 +36,7 @@ class ModelConfig(BaseModel):
     d_vocab: int = -1
     d_vocab_out: int = -1
     n_ctx: int = -1
-    d_input: int = -1  # dense: input features per row (from the task)
+    d_input: int = -1  # dense, cnn, gru: input features per row (from the task)
     act_fn: Literal["gelu_new", "gelu", "relu"] = "gelu_new"
     normalization_type: Literal["LN"] | None = "LN"  # None: the no-LayerNorm model of Nanda et al.
     tie_word_embeddings: bool = True  # GPT-2 default, as in Wang et al.
@@ -55,7 +59,8 @@ class ModelConfig(BaseModel):
             if getattr(self, f) != -1 and getattr(self, f) <= 0:
                 raise ValueError(f"model.{f} must be a positive integer (or -1: derived), got "
                                  f"{getattr(self, f)}")
-        if self.d_head == -1 and self.d_model % self.n_heads:
+        heads = self.architecture == "transformer"  # the others have no attention heads
+        if heads and self.d_head == -1 and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}; "
                 "choose n_heads dividing d_model or set model.d_head"
@@ -89,17 +94,19 @@ class ModelConfig(BaseModel):
         """Resolved for a task's data (``groklab.tasks.TaskData``): its vocabulary, sequence
         length or input shape, and a check that every target is a logit the model has."""
         if data.continuous:
-            if self.architecture != "dense":
+            if self.architecture not in CONTINUOUS:
                 raise ValueError(f"task '{data.name}' has continuous inputs: set "
-                                 "model.architecture=dense (transformers read tokens)")
+                                 "model.architecture=dense, cnn or gru (transformers read tokens)")
             d = self.model_dump()
             d["d_input"] = math.prod(data.input_shape)
             d["d_vocab"] = d["d_vocab_out"] = data.objective.n_classes
-            d["n_ctx"], d["tie_word_embeddings"] = 1, False
-            return ModelConfig(**d).resolved(d["d_vocab"], 1)
-        if self.architecture == "dense":
-            raise ValueError(f"model.architecture=dense needs continuous inputs; task "
-                             f"'{data.name}' has tokens (use transformer, mlp or pair_mlp)")
+            # cnn and gru read [channels, length] (a flat row is one channel): n_ctx = length
+            n_ctx = 1 if self.architecture == "dense" else data.input_shape[-1]
+            d["n_ctx"], d["tie_word_embeddings"] = n_ctx, False
+            return ModelConfig(**d).resolved(d["d_vocab"], n_ctx)
+        if self.architecture in CONTINUOUS:
+            raise ValueError(f"model.architecture={self.architecture} needs continuous inputs; "
+                             f"task '{data.name}' has tokens (use transformer, mlp or pair_mlp)")
         cfg = self.resolved(len(data.vocab), data.seq_len)
         top = max(int(s.targets.max()) for s in (data.train, *data.probes.values()) if len(s))
         if top >= cfg.d_vocab_out:

@@ -5,6 +5,7 @@ from groklab.tasks import comparison as _comparison  # noqa: F401,E402
 # Each module registers its tasks on import.
 from groklab.tasks import composition as _composition  # noqa: F401,E402
 from groklab.tasks import markov as _markov  # noqa: F401,E402
+from groklab.tasks import mnist1d as _mnist1d  # noqa: F401,E402
 from groklab.tasks import modular as _modular  # noqa: F401,E402
 from groklab.tasks import parity as _parity  # noqa: F401,E402
 from groklab.tasks import strings as _strings  # noqa: F401,E402

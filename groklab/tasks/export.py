@@ -13,7 +13,11 @@ A row reads, for a composition inferred fact::
      "target_id": 17, "answer_pos": 2, "split": "test_id", "kind": "inferred",
      "hops": [["<e_5>", "<r_3>", "<e_42>"], ["<e_42>", "<r_7>", "<e_17>"]]}
 
-``input`` stops at the answer position: the padding after it is not part of the question.
+A continuous (``classify``) row holds the floats themselves::
+
+    {"input": [0.12, -1.3, ...], "target": "<digit_3>", "target_id": 3, "split": "test"}
+
+``input`` of a token row stops at the answer position: the padding after it is not part of the question.
 Comparison rows carry ``"attribute"`` (the attribute token) and ``"values": [v1, v2]`` (v2 is
 null for an atomic fact).
 
@@ -41,8 +45,24 @@ def _write(path: Path, text_chunks) -> None:
             f.write(chunk)
 
 
+def _continuous_rows(name: str, split: Split, vocab: Vocab):
+    """``classify`` rows: the input floats (nested lists for [channels, length]) and the class."""
+    inputs = split.inputs.cpu().double().numpy()
+    targets = split.targets.cpu().numpy()
+    noisy = split.meta.get("noisy")
+    for i in range(len(split)):
+        row = {"input": inputs[i].tolist(), "target": vocab.tokens[int(targets[i])],
+               "target_id": int(targets[i]), "split": name}
+        if noisy is not None:
+            row["noisy"] = bool(noisy[i])  # a training label replaced by label noise
+        yield json.dumps(row) + "\n"
+
+
 def _rows(name: str, split: Split, vocab: Vocab):
     """One JSON line per row; task-specific fields come from the split's meta."""
+    if split.answer_pos is None:
+        yield from _continuous_rows(name, split, vocab)
+        return
     toks = vocab.tokens
     inputs = split.inputs.cpu().numpy()
     pos = split.answer_pos.cpu().numpy()

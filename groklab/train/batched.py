@@ -21,7 +21,8 @@ its metrics and checkpoints equal those of the same run trained alone up to floa
 What must be equal inside a batch (:func:`batch_key`): the model's shapes and architecture, the
 task's shapes (vocabulary, sequence length; the training set may differ, e.g. ``task.phi``), the
 step count, batch size and evaluation schedule, the loss, precision and device. Dropout must be
-0 (``vmap`` draws one dropout mask for all members, which no solo run would draw).
+0 (``vmap`` draws one dropout mask for all members, which no solo run would draw), and GRUs
+train alone (``vmap`` has no batching rule for ``aten::gru``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ PER_MEMBER_MODEL = ("initializer_range", "init_scale", "init_mode")
 def batch_key(cfg: Config, data: TaskData) -> str | None:
     """A string equal for configs that can train in one batch; None if ``cfg`` cannot batch."""
     if cfg.model.dropout != 0.0:
+        return None
+    if cfg.model.architecture == "gru":  # vmap has no batching rule for aten::gru
         return None
     try:
         model = cfg.model.for_task(data).model_dump(mode="json")

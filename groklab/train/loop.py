@@ -38,7 +38,9 @@ from groklab.train.schedule import log_linear_steps, lr_at
 from groklab.train.setup import (
     config_yaml,
     make_optimizer,
+    param_norm,  # with rescale_to_norm: train.fixed_weight_norm
     prepare_out_dir,
+    rescale_to_norm,
     resolve_device,
     train_probe,
     warn_if_environment_changed,
@@ -69,6 +71,8 @@ class Run:
         torch.manual_seed(tc.seed)
         self.model = build_model(self.model_cfg).to(self.device)
         self.optimizer = make_optimizer(tc, self.model, self.device)
+        # the initial norm (a resumed run rebuilds the same initial model before loading state)
+        self.norm0 = param_norm(self.model) if tc.fixed_weight_norm else None
         self.accel = Accelerators(tc, self.model, self.optimizer)  # all no-ops by default
         check_loggers(tc)  # a missing tensorboard / wandb fails before the run directory exists
         self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
@@ -187,6 +191,8 @@ class Run:
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.optimizer.step()
+        if self.norm0 is not None:
+            rescale_to_norm(self.model, self.norm0)
         if zero_grad:
             self.optimizer.zero_grad(set_to_none=True)
 

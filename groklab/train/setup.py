@@ -31,6 +31,20 @@ def weight_norm(model) -> float:
     return math.sqrt(sum(float(p.detach().float().pow(2).sum()) for p in model.parameters()))
 
 
+def param_norm(model) -> torch.Tensor:
+    """The total L2 norm of the parameters, summed in float64, as a device tensor (no sync)."""
+    return torch.stack([p.detach().double().pow(2).sum() for p in model.parameters()]).sum().sqrt()
+
+
+@torch.no_grad()
+def rescale_to_norm(model, norm: torch.Tensor) -> None:
+    """Multiply every parameter by one factor so their total L2 norm is ``norm`` (Omnigrok's
+    fixed-norm runs: ``p.data = sqrt(L2_0 / L2) * p.data`` after each step)."""
+    params = list(model.parameters())
+    factor = (norm / param_norm(model)).to(params[0].dtype)
+    torch._foreach_mul_(params, factor)
+
+
 def prepare_out_dir(out: Path) -> None:
     """Refuse a directory that holds another run or other files; nothing is written here."""
     out = Path(out)

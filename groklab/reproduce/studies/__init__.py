@@ -7,7 +7,8 @@ import importlib
 
 from groklab.reproduce.base import Study, StudyError
 
-MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast")
+MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
+           "mnist1d", "omnigrok")
 
 
 def studies() -> dict[str, Study]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import HookedRootModule, HookPoint
+from groklab.models.lens import StackedWeights, finish
 
 
 class LayerNorm(nn.Module):
@@ -138,7 +139,7 @@ def _share_parameters(dst: nn.Module, src: nn.Module) -> None:
             d_mod._parameters[pname] = s_mod._parameters[pname]
 
 
-class HookedTransformer(HookedRootModule):
+class HookedTransformer(StackedWeights, HookedRootModule):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         assert cfg.d_vocab > 0 and cfg.n_ctx > 0, "resolve the config first: cfg.resolved(...)"
@@ -194,34 +195,55 @@ class HookedTransformer(HookedRootModule):
         # F.embedding, not W_E[tokens]: indexing's backward (index_put with accumulation) adds
         # repeated tokens' gradients in a thread-dependent order on a CPU; embedding's does not.
         embed = self.hook_embed(F.embedding(tokens, self.W_E))
-        pos = self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(embed))
-        return self.embed_drop(embed + pos)
+        pos = self.W_pos[: tokens.shape[-1]].expand_as(embed)
+        if self.hook_pos_embed.has_hooks():
+            pos = pos.contiguous()  # a watched activation never aliases W_pos (nor row 0 row 1)
+        return self.embed_drop(embed + self.hook_pos_embed(pos))
 
     def forward(
         self,
-        tokens: torch.Tensor,
-        answer_pos: torch.Tensor | None = None,
+        input: torch.Tensor,
+        answer_pos: torch.Tensor | str | None = None,
         *,
-        start_at_layer: int = 0,
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
+        start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
+        tokens: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
         residual: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ):
         """Logits [batch, pos, d_vocab_out], or [batch, d_vocab_out] at ``answer_pos``.
 
-        ``stop_at_layer`` (exclusive) returns the residual stream entering that layer;
-        ``start_at_layer`` with ``residual`` resumes from it (``tokens`` then only give shapes).
+        TransformerLens's conventions: ``input`` is tokens [batch, pos], or with
+        ``start_at_layer`` the residual stream [batch, pos, d_model] entering that layer
+        (``residual=`` says the same by keyword); ``stop_at_layer`` (exclusive) returns the
+        residual stream entering that layer. ``return_type``: "logits", "loss" (next-token
+        cross-entropy over ``tokens``, or at ``answer_pos`` against ``targets``; per position or
+        row with ``loss_per_token``), "both" (``Output(logits, loss)``) or None. A string in
+        the second place is taken as ``return_type`` (``model(tokens, "loss")``).
+
         Every hook point is called; training and evaluation go through the equal, faster
         ``groklab.models.fast.forward``.
         """
-        resid = self.residual_from_tokens(tokens) if residual is None else residual
-        for block in self.blocks[start_at_layer:stop_at_layer]:
+        if isinstance(answer_pos, str):
+            return_type, answer_pos = answer_pos, None
+        if residual is None and start_at_layer is not None and input.is_floating_point():
+            residual = input
+        elif tokens is None and not input.is_floating_point():
+            tokens = input
+        resid = self.residual_from_tokens(input) if residual is None else residual
+        for block in self.blocks[start_at_layer or 0 : stop_at_layer]:
             resid = block(resid)
         if stop_at_layer is not None:
             return resid
         resid = self.ln_final(resid)
         if answer_pos is not None:
             resid = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos]
-        return self.unembed(resid)
+        if return_type is None:
+            return None
+        return finish(self.unembed(resid), return_type, tokens, answer_pos is not None, targets,
+                      loss_per_token)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on weight matrices and embeddings (dim >= 2), not on biases or LN."""

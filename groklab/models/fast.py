@@ -47,7 +47,7 @@ def math_attention():
 def hooked(model) -> bool:
     """Whether any hook point of ``model`` has a hook, forward or backward (its hook_dict, not a
     module walk: this runs every training step)."""
-    return any(hp._forward_hooks or hp.bwd_hooks for hp in model.hook_dict.values())
+    return any(hp._forward_hooks for hp in model.hook_dict.values())
 
 
 def forward(model, tokens: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:

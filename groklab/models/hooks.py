@@ -45,9 +45,9 @@ def reads_only(fn: HookFn) -> HookFn:
 class LensHandle:
     """One attached hook (TransformerLens's name); ``remove()`` detaches it."""
 
-    def __init__(self, point: "HookPoint", fn: HookFn, dir: str, pt_handle, is_permanent: bool,
+    def __init__(self, point: "HookPoint", fn: HookFn, dir: str, is_permanent: bool,
                  level: int | None):
-        self.point, self.fn, self.dir, self.hook = point, fn, dir, pt_handle
+        self.point, self.fn, self.dir = point, fn, dir
         self.is_permanent, self.context_level = is_permanent, level
         self.active = True
 
@@ -55,8 +55,6 @@ class LensHandle:
         if not self.active:
             return
         self.active = False
-        if self.hook is not None:
-            self.hook.remove()
         hooks = self.point.fwd_hooks if self.dir == "fwd" else self.point.bwd_hooks
         if self in hooks:
             hooks.remove(self)
@@ -78,20 +76,14 @@ class HookPoint(nn.Module):
         self.bwd_hooks: list[LensHandle] = []
         self.ctx: dict = {}
         self._copy = False  # a hook may edit in place, or a backward hook listens
+        self._dispatch = None  # the one torch forward hook, while any hook is attached
 
     def add_hook(self, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd",
                  is_permanent: bool = False, level: int | None = None,
                  prepend: bool = False) -> LensHandle:
-        if dir == "fwd":
-            def full_hook(module, args, output):
-                return hook(output, hook=self)
-
-            pt_handle = self.register_forward_hook(full_hook, prepend=prepend)
-        elif dir == "bwd":
-            pt_handle = None  # registered on the activation at each forward (see forward)
-        else:
+        if dir not in ("fwd", "bwd"):
             raise ValueError(f"hook direction must be 'fwd' or 'bwd', got {dir!r}")
-        handle = LensHandle(self, hook, dir, pt_handle, is_permanent, level)
+        handle = LensHandle(self, hook, dir, is_permanent, level)
         hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
         hooks.insert(0, handle) if prepend else hooks.append(handle)
         self._refresh()
@@ -126,17 +118,31 @@ class HookPoint(nn.Module):
     def _refresh(self) -> None:
         self._copy = bool(self.bwd_hooks) or any(
             not getattr(h.fn, "reads_only", False) for h in self.fwd_hooks)
+        attached = bool(self.fwd_hooks or self.bwd_hooks)
+        if attached and self._dispatch is None:
+            self._dispatch = self.register_forward_hook(self._run_hooks)
+        elif not attached and self._dispatch is not None:
+            self._dispatch.remove()
+            self._dispatch = None
+
+    def _run_hooks(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        # Forward hooks in order, each seeing the previous one's replacement; backward hooks
+        # then listen to the final output (TransformerLens: the gradient of what flows on).
+        for h in list(self.fwd_hooks):
+            out = h.fn(output, hook=self)
+            if out is not None:
+                output = out
+        if self.bwd_hooks and output.requires_grad:
+            for h in list(self.bwd_hooks):
+                output.register_hook(h._on_grad)
+        return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._copy:
             return x
         # A tensor of the hook's own: x may be a view of a parameter (a broadcast one: every
         # row the same memory) or saved by autograd (softmax and sqrt keep their outputs).
-        x = x.clone()
-        if x.requires_grad:
-            for h in self.bwd_hooks:
-                x.register_hook(h._on_grad)
-        return x
+        return x.clone()
 
 
 def _name_filter(names_filter: NamesFilter) -> Callable[[str], bool]:

@@ -116,14 +116,17 @@ class HookPoint(nn.Module):
         return int(self.name.split(".")[1])
 
     def _refresh(self) -> None:
-        self._copy = bool(self.bwd_hooks) or any(
+        # Plain attributes set through __dict__: nn.Module.__setattr__ costs more than the rest
+        # of attaching a hook, and run_with_cache attaches one per hook point per call.
+        state = self.__dict__
+        state["_copy"] = bool(self.bwd_hooks) or any(
             not getattr(h.fn, "reads_only", False) for h in self.fwd_hooks)
         attached = bool(self.fwd_hooks or self.bwd_hooks)
         if attached and self._dispatch is None:
-            self._dispatch = self.register_forward_hook(self._run_hooks)
+            state["_dispatch"] = self.register_forward_hook(self._run_hooks)
         elif not attached and self._dispatch is not None:
             self._dispatch.remove()
-            self._dispatch = None
+            state["_dispatch"] = None
 
     def _run_hooks(self, module, args, output: torch.Tensor) -> torch.Tensor:
         # Forward hooks in order, each seeing the previous one's replacement; backward hooks

@@ -76,16 +76,26 @@ class Attention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-        pos = x.shape[-2]
-        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:pos, :pos], float("-inf")))
+        b, p, d = x.shape
+        h, dh = self.cfg.n_heads, self.cfg.d_head
+        x2 = x.reshape(b * p, d)
+
+        def project(W: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # [b, p, h, dh]
+            # x @ W[h] for every head as one matmul (einsum's per-call overhead doubles the
+            # cost of this small model's attention on a CPU)
+            W2 = W.transpose(0, 1).reshape(d, h * dh)
+            return torch.addmm(bias.reshape(h * dh), x2, W2).view(b, p, h, dh)
+
+        q = self.hook_q(project(self.W_Q, self.b_Q))
+        k = self.hook_k(project(self.W_K, self.b_K))
+        v = self.hook_v(project(self.W_V, self.b_V))
+        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [b, h, q, k]
+        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:p, :p], float("-inf")))
         pattern = self.hook_pattern(scores.softmax(-1))
         pattern = F.dropout(pattern, self.cfg.dropout if self.training else 0.0, self.training)
-        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
-        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [b, q, h, dh]
+        out = torch.addmm(self.b_O, z.reshape(b * p, h * dh), self.W_O.reshape(h * dh, d))
+        return out.view(b, p, d)
 
 
 class MLP(nn.Module):
@@ -105,9 +115,11 @@ class MLP(nn.Module):
         return F.gelu(x, approximate="tanh" if self.act_fn == "gelu_new" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        x2 = x.reshape(-1, x.shape[-1])
+        pre = self.hook_pre(torch.addmm(self.b_in, x2, self.W_in).view(*x.shape[:-1], -1))
         post = self.hook_post(self.act(pre))
-        return post @ self.W_out + self.b_out
+        out = torch.addmm(self.b_out, post.reshape(x2.shape[0], -1), self.W_out)
+        return out.view_as(x)
 
 
 class TransformerBlock(nn.Module):

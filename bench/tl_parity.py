@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 import warnings
+from functools import partial
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # TL's patching loops draw progress bars
 
@@ -133,18 +134,18 @@ def main() -> None:
                 # milliseconds each: more repeats, interleaved, so load spikes hit both alike
                 a = b = float("inf")
                 for _ in range(10):
-                    a = min(a, best_ms(lambda: model.run_with_cache(clean), args.repeats,
+                    a = min(a, best_ms(partial(model.run_with_cache, clean), args.repeats,
                                        args.device))
-                    b = min(b, best_ms(lambda: tl_model.run_with_cache(clean), args.repeats,
+                    b = min(b, best_ms(partial(tl_model.run_with_cache, clean), args.repeats,
                                        args.device))
                 emit({"row": "run_with_cache", "rows": n_rows, "groklab_ms": round(a, 2),
                       "tl_ms": round(b, 2), "ratio": round(b / a, 2)})
             _, ca = model.run_with_cache(clean)
             _, cb = tl_model.run_with_cache(clean)
             for name in names:
-                a = best_ms(lambda: getattr(patching, name)(model, corrupt, ca, metric),
+                a = best_ms(partial(getattr(patching, name), model, corrupt, ca, metric),
                             args.repeats, args.device)
-                b = best_ms(lambda: getattr(tl_patching, name)(tl_model, corrupt, cb, metric),
+                b = best_ms(partial(getattr(tl_patching, name), tl_model, corrupt, cb, metric),
                             1, args.device, warm=False)
                 emit({"row": name.removeprefix("get_act_patch_"), "rows": n_rows,
                       "groklab_ms": round(a, 1), "tl_ms": round(b, 1), "ratio": round(b / a, 2)})

@@ -48,7 +48,7 @@ Metric = Callable[[torch.Tensor], torch.Tensor | float]
 # cell) or [cells, batch, *act] (a source per cell, e.g. one counterfactual per position).
 Source = Callable[[int], torch.Tensor] | Mapping[str, torch.Tensor]
 
-PASS_BYTES = 2**24  # one pass's largest activation; measured in bench/tl_parity.py
+PASS_BYTES = 2**23  # ~8 MB: flat up to ~4 cells x 300 rows per pass on a CPU, slower above
 
 
 def hook_name(hook: str, layer: int) -> str:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groklab.models import kernels
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import HookedRootModule, HookPoint
 from groklab.models.lens import StackedWeights, finish
@@ -135,8 +136,13 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+        self.hook_points = [m for m in self.modules() if isinstance(m, HookPoint)]
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        if not any(hp._forward_hooks for hp in self.hook_points):
+            # Nothing to call: the same block through fused kernels. A patched layer's
+            # successors, or every block of a model hooked elsewhere, run at full speed.
+            return kernels.block(self, resid)
         resid = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid)))
         resid = self.hook_resid_mid(resid + self.drop(attn_out))
@@ -235,8 +241,9 @@ class HookedTransformer(StackedWeights, HookedRootModule):
         row with ``loss_per_token``), "both" (``Output(logits, loss)``) or None. A string in
         the second place is taken as ``return_type`` (``model(tokens, "loss")``).
 
-        Every hook point is called; training and evaluation go through the equal, faster
-        ``groklab.models.fast.forward``.
+        Every hook that is attached is called; a block none watches runs as fused kernels
+        (``kernels.py``, the same numbers). Training and evaluation go through the equal,
+        faster ``groklab.models.fast.forward``.
         """
         if isinstance(answer_pos, str):
             return_type, answer_pos = answer_pos, None

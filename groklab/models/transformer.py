@@ -139,10 +139,10 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
-        self.hook_points = [m for m in self.modules() if isinstance(m, HookPoint)]
+        self._hook_points = [m for m in self.modules() if isinstance(m, HookPoint)]
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
-        if not any(hp._forward_hooks for hp in self.hook_points):
+        if not any(hp._forward_hooks for hp in self._hook_points):
             # Nothing to call: the same block through fused kernels. A patched layer's
             # successors, or every block of a model hooked elsewhere, run at full speed.
             return kernels.block(self, resid)

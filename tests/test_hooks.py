@@ -141,7 +141,8 @@ def test_return_types_and_starting_from_a_residual():
     torch.testing.assert_close(model(x, return_type="loss"), loss)
     torch.testing.assert_close(model(x, "loss"), loss)
     both = model(x, return_type="both")
-    torch.testing.assert_close(both.logits, logits) and torch.testing.assert_close(both.loss, loss)
+    torch.testing.assert_close(both.logits, logits)
+    torch.testing.assert_close(both.loss, loss)
     assert model(x, return_type=None) is None
     assert model(x, return_type="loss", loss_per_token=True).shape == (3, 3)
     resid = model(x, stop_at_layer=1)

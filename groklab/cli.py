@@ -27,8 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 out_console = Console()
 
-DEFAULT_PRESET = "composition-small"
-BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
+DEMO_MINUTES = 6
 
 
 def fail(msg: str, code: int = 2):
@@ -153,16 +152,24 @@ def data(
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", help="run directory"),
-    set_: List[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=2000"),
+    out: Optional[Path] = typer.Option(None, "--out", help="directory for the demo's runs"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    tiny: bool = typer.Option(False, "--tiny", hidden=True, help="the test suite's sizes"),
 ):
-    """Train the default preset, say where the model memorized and generalized, write its report."""
-    console.print(f"groklab demo: training '{DEFAULT_PRESET}' on the "
-                  f"{'GPU' if _cuda() else 'CPU'}; about 5 minutes on 2 CPU cores", highlight=False)
-    run_dir = out or _default_out("demo")
-    train(DEFAULT_PRESET, None, set_, run_dir, progress, tensorboard=False, wandb=False)
-    report(run_dir)
+    """Watch a model grok and open it up: modular addition memorizes, then generalizes 5x later
+    (its Fourier circuit); composition forms its bridge-entity circuit (logit lens and causal
+    tracing before and after); the criteria table and the reports."""
+    from groklab.reproduce.base import StudyError
+    from groklab.reproduce.table import demo_command
+
+    out = out or _default_out("demo")
+    console.print(f"groklab demo on the {'GPU' if _cuda() else 'CPU'} into {out}: two runs and "
+                  f"their circuits, about {DEMO_MINUTES} minutes on 2 CPU cores", highlight=False)
+    try:
+        demo_command(out, tiny, _interactive() if progress is None else progress, out_console,
+                     console)
+    except (*BAD_INPUT, StudyError) as e:
+        fail(str(e))
 
 
 @app.command()
@@ -291,6 +298,26 @@ def phase(
                       f"{sweep_dir / 'analysis' / 'phase.npz'}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def reproduce(
+    study: Optional[str] = typer.Argument(None, help="a study (groklab reproduce --list)"),
+    scale: str = typer.Option("cpu", "--scale", help="cpu (minutes on 2 cores) or gpu (paper)"),
+    seeds: int = typer.Option(1, "--seeds", help="seeds per seeded run"),
+    out: Optional[Path] = typer.Option(None, "--out", help="directory (run again to resume)"),
+    list_: bool = typer.Option(False, "--list", help="every study, its claims and its time"),
+):
+    """Check a published finding: train the study's runs, evaluate its claims, write the table
+    (terminal, DIR/reproduction.json, DIR/report.html)."""
+    from groklab.reproduce.base import StudyError
+    from groklab.reproduce.table import command
+
+    try:
+        command(study, scale, seeds, out or _default_out(f"reproduce-{study}"), list_,
+                out_console, console)
+    except (*BAD_INPUT, StudyError) as e:
+        fail(str(e))
+
+
 def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen: bool):
     """Open a run up: each flag runs one analysis over the run's checkpoints and writes
     RUN/analysis/<name>.npz and RUN/figures/<name>*.png (nothing is written on an error)."""
@@ -352,7 +379,8 @@ def _register_analyze() -> None:
         inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                           default=typer.Argument(..., help="a run directory")),
         inspect.Parameter("checkpoints", kw, annotation=str, default=typer.Option(
-            "all", "--checkpoints", help="all, last, or a comma-separated list of steps")),
+            "all", "--checkpoints", help="all, last, or a list of steps (early: the memorization "
+            "regime), e.g. early,last")),
         inspect.Parameter("rome", kw, annotation=str, default=typer.Option(
             "ends", "--rome", help="causal tracing: ROME's noise variant at ends (early + "
             "final checkpoint), all, none")),

@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "groklab"
 LOWER = ("groklab.tasks", "groklab.models", "groklab.train", "groklab.analysis",
          "groklab.rundir", "groklab.config", "groklab.sweep")
-UPPER = ("groklab.api", "groklab.cli", "groklab.report")
+UPPER = ("groklab.api", "groklab.cli", "groklab.report", "groklab.reproduce")
 
 
 def modules() -> dict[str, Path]:

@@ -176,13 +176,17 @@ def test_report_bad_input_is_one_line_exit_2(runs, tmp_path, monkeypatch, args, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_demo_ends_with_the_report(tmp_path):
-    sets = [a for s in TINY_SETS + ["train.steps=40", "train.eval_every=20"]
-            for a in ("--set", s)]
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--no-progress", *sets])
+def test_demo_trains_analyzes_and_ends_with_the_reports(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--no-progress", "--tiny"])
     assert result.exit_code == 0, result.output
-    assert f"report: {tmp_path / 'd' / 'report.html'}" in result.output.replace("\n", "")
+    text = result.output.replace("\n", "")
+    assert f"report: {tmp_path / 'd' / 'report.html'}" in text
+    assert "circuit summary: composition" in text and "memorized" in text
     assert (tmp_path / "d" / "report.html").stat().st_size > 10_000
+    for run in ("modular-s0", "composition-s0"):
+        assert (tmp_path / "d" / "runs" / run / "report.html").is_file()
+    figures = {p.name for p in (tmp_path / "d" / "runs" / "composition-s0" / "figures").iterdir()}
+    assert "circuit_over_training.png" in figures
 
 
 def test_api_report_and_analyze(runs, tmp_path):

@@ -76,7 +76,8 @@ def open_source(source, *, task: TaskData | None = None, checkpoints="all",
     if isinstance(source, (str, Path)):
         source = load_run(source)  # the one "is this a run" check, in groklab.rundir
     if isinstance(source, LoadedRun):
-        steps = select_checkpoints(source.checkpoint_steps, checkpoints, str(source.path))
+        steps = select_checkpoints(source.checkpoint_steps, checkpoints, str(source.path),
+                                   early=lambda avail: early_step(source, avail))
         return ModelSource(task or source.task, steps,
                            lambda s: source.model(s, device=device), source)
     if isinstance(source, torch.nn.Module):
@@ -96,8 +97,11 @@ def require_transformer(model, analysis: str) -> None:
                             f"(blocks.L.hook_resid_pre); this model is '{arch}'")
 
 
-def select_checkpoints(available: Sequence[int], spec, where: str = "the run") -> list[int]:
-    """``"all"``, ``"last"``, ``"STEP,STEP,..."`` or a list of steps, checked against the run."""
+def select_checkpoints(available: Sequence[int], spec, where: str = "the run",
+                       early: Callable[[list[int]], int] | None = None) -> list[int]:
+    """``"all"``, ``"last"``, ``"STEP,STEP,..."`` or a list of steps, checked against the run;
+    in a list, ``early`` names the memorization-regime checkpoint (:func:`early_step`) and
+    ``last`` the final one: ``"early,last"`` is the paper's before/after pair."""
     available = sorted(available)
     if not available:
         raise AnalysisError(f"no checkpoints in {where}")
@@ -106,12 +110,16 @@ def select_checkpoints(available: Sequence[int], spec, where: str = "the run") -
     if spec == "last":
         return [available[-1]]
     if isinstance(spec, str):
+        named = {"last": lambda: available[-1]}
+        if early is not None:
+            named["early"] = lambda: early(available)
         try:
-            spec = [int(s) for s in spec.split(",") if s.strip()]
+            spec = [named[s.strip()]() if s.strip() in named else int(s)
+                    for s in spec.split(",") if s.strip()]
         except ValueError:
             raise AnalysisError(
-                f"--checkpoints '{spec}' is not all, last or a comma-separated list of steps"
-            ) from None
+                f"--checkpoints '{spec}' is not all, last or a comma-separated list of steps "
+                "(early and last may appear in the list)") from None
     missing = [s for s in spec if s not in available]
     if missing or not spec:
         raise AnalysisError(

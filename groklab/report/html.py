@@ -100,7 +100,7 @@ def _cards(rec: RunRecord) -> str:
     cards = []
     mem = s.get("memorization_step")
     cards.append(("Memorized", f"step {mem:,}" if mem else "not yet",
-                  "train accuracy \u2265 0.99" if mem else
+                  f"{s.get('memorization_split', 'train')} accuracy \u2265 0.99" if mem else
                   f"train best {best.get('train', 0):.3f}"))
     for role, label in (("id", "Generalized ID"), ("ood", "Out of distribution")):
         split = s.get(f"{role}_split")

@@ -26,6 +26,14 @@ def story(summary: dict) -> list[str]:
     elif mem is None:
         out.append(f"The model has not memorized its training set: train accuracy peaked at "
                    f"{best.get('train', 0.0):.3f} (memorization means \u2265 0.99).")
+    elif summary.get("memorization_split", "train") != "train":
+        split = summary["memorization_split"]
+        whole = summary.get("thresholds", {}).get("train", {}).get("0.99")
+        rest = (f"the whole train split, with its OOD atomic facts, at step {_n(whole)}" if whole
+                else f"the whole train split, with its OOD atomic facts, peaked at "
+                     f"{best.get('train', 0.0):.3f}")
+        out.append(f"The model memorized its trained facts ({split} \u2265 0.99) at step "
+                   f"{_n(mem)}; {rest}.")
     else:
         out.append(f"The model memorized its training set (train accuracy \u2265 0.99) at step "
                    f"{_n(mem)}.")

@@ -82,7 +82,7 @@ def _restart_unsaved(run_dir: Path) -> str:
 
 
 def execute_unit(points_root: str, payload: list[dict], batched: bool,
-                 command: str = "groklab sweep") -> list[dict]:
+                 command: str = "groklab sweep", progress: bool = False) -> list[dict]:
     """Train one unit into ``points_root/<slug>``; returns [{slug, error, diverged}] (None
     where there is nothing to report).
 
@@ -116,10 +116,10 @@ def execute_unit(points_root: str, payload: list[dict], batched: bool,
             if status in FINISHED:
                 pass
             elif status == "interrupted":
-                Run.resume(d, data=data[key]).train()
+                Run.resume(d, data=data[key]).train(progress=progress)
             else:
                 Run.start(cfg, d, command=f"{command}  # point {item['slug']}",
-                          data=data[key]).train()
+                          data=data[key]).train(progress=progress)
         except TrainingDiverged as e:  # the run wrote its own summary (status diverged)
             diverged = failure_reason(e).removeprefix("TrainingDiverged: ")
         except Exception as e:  # noqa: BLE001 - reported in the index, the sweep goes on

@@ -118,7 +118,9 @@ class TaskData:
     """Everything a task generator produces.
 
     ``probes`` are evaluated on the trainer's schedule; ``id_split`` / ``ood_split`` name the
-    probes the summary calls in-distribution and out-of-distribution generalization.
+    probes the summary calls in-distribution and out-of-distribution generalization;
+    ``memorization_split`` the probe whose accuracy >= 0.99 marks memorization ("train", or the
+    trained inferred facts alone where the paper measures it so).
     ``info`` holds sizes and realised parameters (e.g. realised phi, its feasible maximum) as
     plain, JSON-serialisable Python values. ``arrays`` holds task-level numpy arrays that are too
     big for ``info`` but that analyses need, e.g. the knowledge graph a causal-tracing
@@ -131,6 +133,7 @@ class TaskData:
     probes: dict[str, Split]
     id_split: str | None = "test_id"
     ood_split: str | None = None
+    memorization_split: str = "train"
     info: dict = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     objective: Objective = field(default_factory=Answer)

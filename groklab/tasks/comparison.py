@@ -283,6 +283,7 @@ def build(cfg: ComparisonConfig) -> TaskData:
         train=train,
         probes=probes,
         id_split="test_id",
+        memorization_split="train_inferred",  # as composition: the paper's train curve
         ood_split="test_ood",
         info=info,
         arrays={"values": values, "ood": ood},

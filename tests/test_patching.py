@@ -6,7 +6,9 @@ import torch
 from circuit_models import hand_built_model, inputs
 
 from groklab.analysis.patching import (
+    PASS_BYTES,
     base_residuals,
+    default_max_rows,
     get_act_patch_attn_head_out_all_pos,
     get_act_patch_attn_head_out_by_pos,
     get_act_patch_attn_out,
@@ -47,6 +49,12 @@ HOOKS = {  # hook -> mask of one cell: [pos] or [pos, head]
     "attn_out": lambda P, H: torch.eye(P, dtype=torch.bool),
     "mlp_out": lambda P, H: torch.eye(P, dtype=torch.bool),
     "z": lambda P, H: torch.eye(P * H, dtype=torch.bool).view(P * H, P, H),
+    "q": lambda P, H: torch.eye(P * H, dtype=torch.bool).view(P * H, P, H),
+    "k": lambda P, H: torch.eye(P * H, dtype=torch.bool).view(P * H, P, H),
+    "v": lambda P, H: torch.eye(P * H, dtype=torch.bool)[::3].view(-1, P, H),
+    "pattern": lambda P, H: torch.eye(H * P, dtype=torch.bool).view(H * P, H, P),  # [head, dest]
+    "blocks.{l}.attn.hook_attn_scores": lambda P, H: torch.eye(H * P * P, dtype=torch.bool)[
+        ::5].view(-1, H, P, P),  # single entries [head, dest, src]
 }
 
 
@@ -146,6 +154,25 @@ def test_transformerlens_shapes_and_denoising_direction_on_the_known_circuit():
         assert fn(model, corrupt, clean_cache, metric, answer_pos=ap).shape == (2, 3)
     mlp = get_act_patch_mlp_out(model, corrupt, clean_cache, metric, answer_pos=ap)
     torch.testing.assert_close(mlp, torch.full((2, 3), m_corrupt), atol=1e-3, rtol=1e-4)
+
+
+def test_a_metric_with_one_value_per_row_raises():
+    model = random_model()
+    clean, corrupt = two_runs()
+    _, cache = model.run_with_cache(clean)
+    with pytest.raises(RuntimeError, match="one number per patched run"):
+        get_act_patch_resid_pre(model, corrupt, cache, lambda logits: logits[:, -1, 0])
+
+
+def test_default_passes_are_sized_by_memory():
+    model = random_model()
+    assert default_max_rows(model, 4) == PASS_BYTES // (4 * 4 * 96)  # 3 * d_model is widest
+    clean, corrupt = two_runs()
+    _, cache = model.run_with_cache(corrupt)
+    masks = HOOKS["z"](4, 4)
+    a = patch_grid(model, clean, cache, "z", masks)
+    b = patch_grid(model, clean, cache, "z", masks, max_rows=12)  # one cell per pass
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_unknown_hook_is_one_clear_error():

@@ -108,7 +108,8 @@ def _neuron_hook(model) -> str:
 
 def _neuron_logit_map(model, p: int) -> np.ndarray:
     """W_L = W_out W_U [d_mlp, p]: what each neuron writes to each number's logit."""
-    W_out = model.W_out if hasattr(model, "W_out") else model.blocks[-1].mlp.W_out
+    W_out = model.W_out  # a transformer's is stacked [layers, d_mlp, d_model]: the last
+    W_out = W_out[-1] if W_out.dim() == 3 else W_out
     return (W_out @ model.W_U[:, :p]).detach().double().cpu().numpy()
 
 

@@ -1,10 +1,14 @@
 """Models with TransformerLens hook names. ``build_model(cfg)`` picks one by ``architecture``."""
 
+from groklab.models.cache import ActivationCache
 from groklab.models.config import ModelConfig
 from groklab.models.dense import DenseMLP
-from groklab.models.hooks import ActivationCache, HookedRootModule, HookPoint, get_act_name
+from groklab.models.hooks import HookedRootModule, HookPoint, LensHandle, reads_only
+from groklab.models.lens import FactoredMatrix, Output
 from groklab.models.mlp import MLP, PairMLP
+from groklab.models.names import get_act_name
 from groklab.models.sequence import Conv1dNet, GRUNet
+from groklab.models.tl_convert import from_transformer_lens, to_transformer_lens
 from groklab.models.transformer import HookedTransformer
 
 MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP,
@@ -18,14 +22,20 @@ def build_model(cfg: ModelConfig):
 __all__ = [
     "ActivationCache",
     "Conv1dNet",
+    "FactoredMatrix",
     "GRUNet",
     "HookPoint",
     "HookedRootModule",
     "HookedTransformer",
+    "LensHandle",
     "MLP",
     "DenseMLP",
     "ModelConfig",
+    "Output",
     "PairMLP",
     "build_model",
+    "from_transformer_lens",
     "get_act_name",
+    "reads_only",
+    "to_transformer_lens",
 ]

@@ -1,22 +1,69 @@
-"""The small core of TransformerLens's hook machinery, without depending on TransformerLens.
+"""The core of TransformerLens's hook machinery, with its call conventions, without depending on
+TransformerLens.
 
 A :class:`HookPoint` is an identity module. :class:`HookedRootModule` names every HookPoint by
 its attribute path, so ``blocks.0.attn.hook_pattern`` *is* the module tree and names are never
-declared twice. Hooks are global state on the model; every public entry point here removes the
-hooks it added in a ``finally`` block, so an exception inside a forward pass never leaves a hook
-behind.
+declared twice. Hook functions are called as TransformerLens calls them,
+``fn(activation, hook=hook_point)``, and may return a replacement.
+
+What a hook may do. A forward hook receives a tensor of its own: it may edit it in place (with
+autograd on or off) without touching a parameter, another hook point's activation or anything
+autograd saved. The hook point copies its input only while such a hook is attached (a hook that
+only reads, like ``run_with_cache``'s, is marked with :func:`reads_only` and costs no copy), so a
+forward no hook watches does exactly what it did without hook points. Backward hooks
+(``dir="bwd"``) receive the gradient of the hook point's output, ``fn(grad, hook=hook_point)``,
+and may return a replacement; one removed before the backward pass does not fire.
+
+Hooks are global state on the model: ``hooks()``, ``run_with_hooks`` and ``run_with_cache``
+remove the hooks they added in a ``finally`` block, so an exception inside a forward pass never
+leaves a hook behind. ``add_hook`` attaches one until ``reset_hooks`` (``is_permanent``: until
+``reset_hooks(including_permanent=True)``).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import torch
 from torch import nn
 
-HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
+from groklab.models.cache import ActivationCache
+from groklab.models.names import get_act_name
+
+HookFn = Callable[..., torch.Tensor | None]  # fn(activation, hook=HookPoint)
 NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
+Direction = Literal["fwd", "bwd", "both"]
+
+
+def reads_only(fn: HookFn) -> HookFn:
+    """Marks a hook that never edits its activation in place, so its hook point need not copy."""
+    fn.reads_only = True
+    return fn
+
+
+class LensHandle:
+    """One attached hook (TransformerLens's name); ``remove()`` detaches it."""
+
+    def __init__(self, point: "HookPoint", fn: HookFn, dir: str, is_permanent: bool,
+                 level: int | None):
+        self.point, self.fn, self.dir = point, fn, dir
+        self.is_permanent, self.context_level = is_permanent, level
+        self.active = True
+
+    def remove(self) -> None:
+        if not self.active:
+            return
+        self.active = False
+        hooks = self.point.fwd_hooks if self.dir == "fwd" else self.point.bwd_hooks
+        if self in hooks:
+            hooks.remove(self)
+        self.point._refresh()
+
+    def _on_grad(self, grad: torch.Tensor):
+        if self.active:
+            return self.fn(grad, hook=self.point)
+        return None
 
 
 class HookPoint(nn.Module):
@@ -25,17 +72,80 @@ class HookPoint(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.name: str = ""
+        self.fwd_hooks: list[LensHandle] = []
+        self.bwd_hooks: list[LensHandle] = []
+        self.ctx: dict = {}
+        self._copy = False  # a hook may edit in place, or a backward hook listens
+        self._dispatch = None  # the one torch forward hook, while any hook is attached
 
-    def add_hook(self, fn: HookFn):
-        # nn.Module forward hooks receive (module, args, output); TransformerLens hooks
-        # receive (activation, hook) and may return a replacement.
-        def wrapped(module, args, output):
-            return fn(output, self)
+    def add_hook(self, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd",
+                 is_permanent: bool = False, level: int | None = None,
+                 prepend: bool = False) -> LensHandle:
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"hook direction must be 'fwd' or 'bwd', got {dir!r}")
+        handle = LensHandle(self, hook, dir, is_permanent, level)
+        hooks = self.fwd_hooks if dir == "fwd" else self.bwd_hooks
+        hooks.insert(0, handle) if prepend else hooks.append(handle)
+        self._refresh()
+        return handle
 
-        return self.register_forward_hook(wrapped)
+    def add_perma_hook(self, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd") -> LensHandle:
+        return self.add_hook(hook, dir=dir, is_permanent=True)
+
+    def has_hooks(self, dir: Direction = "both", including_permanent: bool = True,
+                  level: int | None = None) -> bool:
+        hooks = {"fwd": self.fwd_hooks, "bwd": self.bwd_hooks,
+                 "both": self.fwd_hooks + self.bwd_hooks}[dir]
+        return any((including_permanent or not h.is_permanent)
+                   and (level is None or h.context_level == level) for h in hooks)
+
+    def remove_hooks(self, dir: Direction = "fwd", including_permanent: bool = False,
+                     level: int | None = None) -> None:
+        hooks = {"fwd": self.fwd_hooks, "bwd": self.bwd_hooks,
+                 "both": self.fwd_hooks + self.bwd_hooks}[dir]
+        for h in list(hooks):
+            if including_permanent or (not h.is_permanent
+                                       and (level is None or h.context_level == level)):
+                h.remove()
+
+    def clear_context(self) -> None:
+        self.ctx = {}
+
+    def layer(self) -> int:
+        """The block index in ``blocks.{l}.…`` names."""
+        return int(self.name.split(".")[1])
+
+    def _refresh(self) -> None:
+        # Plain attributes set through __dict__: nn.Module.__setattr__ costs more than the rest
+        # of attaching a hook, and run_with_cache attaches one per hook point per call.
+        state = self.__dict__
+        state["_copy"] = bool(self.bwd_hooks) or any(
+            not getattr(h.fn, "reads_only", False) for h in self.fwd_hooks)
+        attached = bool(self.fwd_hooks or self.bwd_hooks)
+        if attached and self._dispatch is None:
+            state["_dispatch"] = self.register_forward_hook(self._run_hooks)
+        elif not attached and self._dispatch is not None:
+            self._dispatch.remove()
+            state["_dispatch"] = None
+
+    def _run_hooks(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        # Forward hooks in order, each seeing the previous one's replacement; backward hooks
+        # then listen to the final output (TransformerLens: the gradient of what flows on).
+        for h in list(self.fwd_hooks):
+            out = h.fn(output, hook=self)
+            if out is not None:
+                output = out
+        if self.bwd_hooks and output.requires_grad:
+            for h in list(self.bwd_hooks):
+                output.register_hook(h._on_grad)
+        return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+        if not self._copy:
+            return x
+        # A tensor of the hook's own: x may be a view of a parameter (a broadcast one: every
+        # row the same memory) or saved by autograd (softmax and sqrt keep their outputs).
+        return x.clone()
 
 
 def _name_filter(names_filter: NamesFilter) -> Callable[[str], bool]:
@@ -50,111 +160,119 @@ def _name_filter(names_filter: NamesFilter) -> Callable[[str], bool]:
 
 
 class HookedRootModule(nn.Module):
-    """Adds hook naming, ``hooks()``, ``run_with_hooks`` and ``run_with_cache``."""
+    """Hook naming, ``add_hook``/``reset_hooks``, ``hooks()``, ``run_with_hooks`` and
+    ``run_with_cache``, with TransformerLens's signatures."""
 
     def setup(self) -> None:
         """Call at the end of ``__init__``: files every HookPoint under its attribute path."""
         self.hook_dict: dict[str, HookPoint] = {}
+        self.mod_dict: dict[str, nn.Module] = {}
+        self.context_level = 0
         for name, module in self.named_modules():
+            if name:
+                self.mod_dict[name] = module
             if isinstance(module, HookPoint):
                 module.name = name
                 self.hook_dict[name] = module
 
-    def _resolve(self, name: str | Callable[[str], bool]) -> Iterable[HookPoint]:
+    def hook_points(self) -> Iterable[HookPoint]:
+        return self.hook_dict.values()
+
+    def _resolve(self, name: str | Callable[[str], bool]) -> list[HookPoint]:
         if callable(name):
             return [hp for n, hp in self.hook_dict.items() if name(n)]
         if name not in self.hook_dict:
             raise KeyError(f"no hook point named '{name}'; see model.hook_dict for the names")
         return [self.hook_dict[name]]
 
+    def add_hook(self, name: str | Callable[[str], bool], hook: HookFn,
+                 dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False,
+                 level: int | None = None, prepend: bool = False) -> list[LensHandle]:
+        """Attach ``hook`` to the named hook point (or every one a predicate accepts) until
+        ``reset_hooks``; returns the handles."""
+        return [hp.add_hook(hook, dir=dir, is_permanent=is_permanent, level=level,
+                            prepend=prepend) for hp in self._resolve(name)]
+
+    def add_perma_hook(self, name, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd"):
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def remove_all_hook_fns(self, direction: Direction = "both", including_permanent: bool = False,
+                            level: int | None = None) -> None:
+        for hp in self.hook_points():
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        for hp in self.hook_points():
+            hp.clear_context()
+
+    def reset_hooks(self, clear_contexts: bool = True, direction: Direction = "both",
+                    including_permanent: bool = False, level: int | None = None) -> None:
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent, level=level)
+
     @contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()):
+    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = (),
+              bwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = (),
+              reset_hooks_end: bool = True, clear_contexts: bool = False):
         """Context manager: the hooks are active inside the block and removed on exit."""
-        handles = []
+        handles: list[LensHandle] = []
+        self.context_level += 1
         try:
-            for name, fn in fwd_hooks:
-                for hp in self._resolve(name):
-                    handles.append(hp.add_hook(fn))
+            for hooks, dir in ((fwd_hooks, "fwd"), (bwd_hooks, "bwd")):
+                for name, fn in hooks:
+                    handles += self.add_hook(name, fn, dir=dir, level=self.context_level)
             yield self
         finally:
-            for h in handles:
-                h.remove()
+            if reset_hooks_end:
+                for h in handles:
+                    h.remove()
+                if clear_contexts:
+                    self.clear_contexts()
+            self.context_level -= 1
 
-    def run_with_hooks(self, *args, fwd_hooks=(), **kwargs):
-        with self.hooks(fwd_hooks):
+    def run_with_hooks(self, *args, fwd_hooks=(), bwd_hooks=(), reset_hooks_end: bool = True,
+                       clear_contexts: bool = False, **kwargs):
+        """One forward pass with the hooks; backward hooks need ``reset_hooks_end=False`` to
+        still be attached when ``backward()`` runs (as in TransformerLens)."""
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*args, **kwargs)
 
-    def run_with_cache(self, *args, names_filter: NamesFilter = None, detach: bool = True, **kwargs):
+    def run_with_cache(self, *args, names_filter: NamesFilter = None, device=None,
+                       remove_batch_dim: bool = False, incl_bwd: bool = False,
+                       reset_hooks_end: bool = True, clear_contexts: bool = False,
+                       detach: bool = True, return_cache_object: bool = True, **kwargs):
         """Returns (output, cache) where cache maps hook names to activations.
 
         ``names_filter`` limits what is stored (a name, a list of names or a predicate), which
         keeps memory proportional to what an analysis reads rather than to the whole model.
+        ``incl_bwd`` calls ``backward()`` on the output (a scalar: ``return_type="loss"``) and
+        stores each gradient under ``NAME_grad``. ``remove_batch_dim`` (batch of one) drops the
+        batch dimension.
         """
         keep = _name_filter(names_filter)
         cache: dict[str, torch.Tensor] = {}
 
-        def store(act: torch.Tensor, hook: HookPoint):
-            cache[hook.name] = act.detach() if detach else act
+        def saver(suffix: str):
+            @reads_only
+            def store(act: torch.Tensor, hook: HookPoint):
+                act = act.detach() if detach else act
+                if device is not None:
+                    act = act.to(device)
+                cache[hook.name + suffix] = act[0] if remove_batch_dim else act
+            return store
 
-        hooks = [(name, store) for name in self.hook_dict if keep(name)]
-        with self.hooks(hooks):
+        names = [name for name in self.hook_dict if keep(name)]
+        fwd = [(name, saver("")) for name in names]
+        bwd = [(name, saver("_grad")) for name in names] if incl_bwd else []
+        with self.hooks(fwd, bwd, reset_hooks_end, clear_contexts):
             out = self(*args, **kwargs)
-        return out, ActivationCache(cache, self)
+            if incl_bwd:
+                out.backward()
+        if not return_cache_object:
+            return out, cache
+        return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
 
 
-class ActivationCache(dict):
-    """A dict of activations keyed by hook name, with TransformerLens's shorthand keys.
-
-    ``cache["resid_pre", 1]`` is ``cache["blocks.1.hook_resid_pre"]``;
-    ``cache["pattern", 0]`` is ``cache["blocks.0.attn.hook_pattern"]``.
-    """
-
-    def __init__(self, data: dict[str, torch.Tensor], model: nn.Module | None = None):
-        super().__init__(data)
-        self.model = model
-
-    def __getitem__(self, key):
-        if isinstance(key, tuple):
-            key = get_act_name(*key)
-        return super().__getitem__(key)
-
-    def accumulated_resid(self, apply_ln: bool = False) -> torch.Tensor:
-        """[n_layers + 1, batch, pos, d_model]: resid_pre of every layer, then the final resid_post.
-
-        With ``apply_ln`` each layer's stream goes through the final LayerNorm with its own
-        statistics (recomputed per layer, as TransformerLens >= 2.18 does), ready for the
-        unembedding: the logit lens.
-        """
-        n = self.model.cfg.n_effective_layers
-        stack = [self[f"blocks.{l}.hook_resid_pre"] for l in range(n)]
-        stack.append(self[f"blocks.{n - 1}.hook_resid_post"])
-        resid = torch.stack(stack)
-        if apply_ln:
-            resid = self.model.ln_final(resid)
-        return resid
-
-
-_SHORT = {
-    "embed": "hook_embed",
-    "pos_embed": "hook_pos_embed",
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out",
-    "q": "blocks.{l}.attn.hook_q",
-    "k": "blocks.{l}.attn.hook_k",
-    "v": "blocks.{l}.attn.hook_v",
-    "z": "blocks.{l}.attn.hook_z",
-    "attn_scores": "blocks.{l}.attn.hook_attn_scores",
-    "pattern": "blocks.{l}.attn.hook_pattern",
-    "pre": "blocks.{l}.mlp.hook_pre",
-    "post": "blocks.{l}.mlp.hook_post",
-}
-
-
-def get_act_name(name: str, layer: int | None = None) -> str:
-    """TransformerLens-style shorthand: ``get_act_name("pattern", 0)`` -> full hook name."""
-    if name not in _SHORT:
-        return name
-    return _SHORT[name].format(l=layer)
+__all__ = ["ActivationCache", "HookPoint", "HookedRootModule", "LensHandle", "get_act_name",
+           "reads_only"]

@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groklab.models import kernels
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import HookedRootModule, HookPoint
+from groklab.models.lens import StackedWeights, finish
 
 
 class LayerNorm(nn.Module):
@@ -46,8 +48,11 @@ class LayerNorm(nn.Module):
         if not self.enabled:
             return x
         x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale) * self.w + self.b
+        # sqrt(mean(x^2) + eps) through vector_norm and "* w + b" through addcmul: no full-size
+        # temporaries (about 2x faster on a CPU); TransformerLens's numbers to float rounding
+        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1]
+        scale = self.hook_scale((ms + self.eps).sqrt())
+        return torch.addcmul(self.b, self.hook_normalized(x / scale), self.w)
 
 
 class Attention(nn.Module):
@@ -75,16 +80,26 @@ class Attention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-        pos = x.shape[-2]
-        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:pos, :pos], float("-inf")))
+        b, p, d = x.shape
+        h, dh = self.cfg.n_heads, self.cfg.d_head
+        x2 = x.reshape(b * p, d)
+
+        def project(W: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # [b, p, h, dh]
+            # x @ W[h] for every head as one matmul (einsum's per-call overhead doubles the
+            # cost of this small model's attention on a CPU)
+            W2 = W.transpose(0, 1).reshape(d, h * dh)
+            return torch.addmm(bias.reshape(h * dh), x2, W2).view(b, p, h, dh)
+
+        q = self.hook_q(project(self.W_Q, self.b_Q))
+        k = self.hook_k(project(self.W_K, self.b_K))
+        v = self.hook_v(project(self.W_V, self.b_V))
+        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [b, h, q, k]
+        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:p, :p], float("-inf")))
         pattern = self.hook_pattern(scores.softmax(-1))
         pattern = F.dropout(pattern, self.cfg.dropout if self.training else 0.0, self.training)
-        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
-        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [b, q, h, dh]
+        out = torch.addmm(self.b_O, z.reshape(b * p, h * dh), self.W_O.reshape(h * dh, d))
+        return out.view(b, p, d)
 
 
 class MLP(nn.Module):
@@ -104,9 +119,11 @@ class MLP(nn.Module):
         return F.gelu(x, approximate="tanh" if self.act_fn == "gelu_new" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        x2 = x.reshape(-1, x.shape[-1])
+        pre = self.hook_pre(torch.addmm(self.b_in, x2, self.W_in).view(*x.shape[:-1], -1))
         post = self.hook_post(self.act(pre))
-        return post @ self.W_out + self.b_out
+        out = torch.addmm(self.b_out, post.reshape(x2.shape[0], -1), self.W_out)
+        return out.view_as(x)
 
 
 class TransformerBlock(nn.Module):
@@ -122,8 +139,13 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+        self._hook_points = [m for m in self.modules() if isinstance(m, HookPoint)]
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        if not any(hp._forward_hooks for hp in self._hook_points):
+            # Nothing to call: the same block through fused kernels. A patched layer's
+            # successors, or every block of a model hooked elsewhere, run at full speed.
+            return kernels.block(self, resid)
         resid = self.hook_resid_pre(resid)
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid)))
         resid = self.hook_resid_mid(resid + self.drop(attn_out))
@@ -138,7 +160,7 @@ def _share_parameters(dst: nn.Module, src: nn.Module) -> None:
             d_mod._parameters[pname] = s_mod._parameters[pname]
 
 
-class HookedTransformer(HookedRootModule):
+class HookedTransformer(StackedWeights, HookedRootModule):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         assert cfg.d_vocab > 0 and cfg.n_ctx > 0, "resolve the config first: cfg.resolved(...)"
@@ -194,34 +216,56 @@ class HookedTransformer(HookedRootModule):
         # F.embedding, not W_E[tokens]: indexing's backward (index_put with accumulation) adds
         # repeated tokens' gradients in a thread-dependent order on a CPU; embedding's does not.
         embed = self.hook_embed(F.embedding(tokens, self.W_E))
-        pos = self.hook_pos_embed(self.W_pos[: tokens.shape[-1]].expand_as(embed))
-        return self.embed_drop(embed + pos)
+        pos = self.W_pos[: tokens.shape[-1]].expand_as(embed)
+        if self.hook_pos_embed.has_hooks():
+            pos = pos.contiguous()  # a watched activation never aliases W_pos (nor row 0 row 1)
+        return self.embed_drop(embed + self.hook_pos_embed(pos))
 
     def forward(
         self,
-        tokens: torch.Tensor,
-        answer_pos: torch.Tensor | None = None,
+        input: torch.Tensor,
+        answer_pos: torch.Tensor | str | None = None,
         *,
-        start_at_layer: int = 0,
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
+        start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
+        tokens: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
         residual: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ):
         """Logits [batch, pos, d_vocab_out], or [batch, d_vocab_out] at ``answer_pos``.
 
-        ``stop_at_layer`` (exclusive) returns the residual stream entering that layer;
-        ``start_at_layer`` with ``residual`` resumes from it (``tokens`` then only give shapes).
-        Every hook point is called; training and evaluation go through the equal, faster
-        ``groklab.models.fast.forward``.
+        TransformerLens's conventions: ``input`` is tokens [batch, pos], or with
+        ``start_at_layer`` the residual stream [batch, pos, d_model] entering that layer
+        (``residual=`` says the same by keyword); ``stop_at_layer`` (exclusive) returns the
+        residual stream entering that layer. ``return_type``: "logits", "loss" (next-token
+        cross-entropy over ``tokens``, or at ``answer_pos`` against ``targets``; per position or
+        row with ``loss_per_token``), "both" (``Output(logits, loss)``) or None. A string in
+        the second place is taken as ``return_type`` (``model(tokens, "loss")``).
+
+        Every hook that is attached is called; a block none watches runs as fused kernels
+        (``kernels.py``, the same numbers). Training and evaluation go through the equal,
+        faster ``groklab.models.fast.forward``.
         """
-        resid = self.residual_from_tokens(tokens) if residual is None else residual
-        for block in self.blocks[start_at_layer:stop_at_layer]:
+        if isinstance(answer_pos, str):
+            return_type, answer_pos = answer_pos, None
+        if residual is None and start_at_layer is not None and input.is_floating_point():
+            residual = input
+        elif tokens is None and not input.is_floating_point():
+            tokens = input
+        resid = self.residual_from_tokens(input) if residual is None else residual
+        for block in self.blocks[start_at_layer or 0 : stop_at_layer]:
             resid = block(resid)
         if stop_at_layer is not None:
             return resid
         resid = self.ln_final(resid)
         if answer_pos is not None:
             resid = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos]
-        return self.unembed(resid)
+        if return_type is None:
+            return None
+        return finish(self.unembed(resid), return_type, tokens, answer_pos is not None, targets,
+                      loss_per_token)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Weight decay on weight matrices and embeddings (dim >= 2), not on biases or LN."""

@@ -157,7 +157,7 @@ def demo(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="the test suite's sizes"),
 ):
-    """Watch a model grok and open it up: modular addition memorizes, then generalizes 5x later
+    """Watch a model grok and open it up: modular addition memorizes, then generalizes 5-11x later
     (its Fourier circuit); composition forms its bridge-entity circuit (logit lens and causal
     tracing before and after); the criteria table and the reports."""
     from groklab.reproduce.base import StudyError

@@ -68,6 +68,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "errors; does an Omnigrok run generalize digit by digit?).",
         options=("checkpoints",)),
     Analysis(
+        "linearity", "groklab.analysis.linearity", "LinearityResult", "Layer linearity",
+        "How linear each block is: 1 - the least-squares residual between consecutive "
+        "centred, Frobenius-normalised hidden states, and the same for the block's update "
+        "alone, per layer across checkpoints (Razzhigaev et al. 2024).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

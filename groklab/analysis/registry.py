@@ -74,6 +74,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "alone, per layer across checkpoints (Razzhigaev et al. 2024).",
         options=("checkpoints", "n_examples")),
     Analysis(
+        "heads", "groklab.analysis.heads", "HeadsResult", "Attention-head classes",
+        "Per head and checkpoint: attention by relative distance, entropy, previous-token "
+        "score, how much a position-only pattern explains, Gould et al.'s successor score on "
+        "number tokens, and a class (successor, previous-token, positional, content).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

@@ -59,7 +59,7 @@ def train_until_killed(run, at_step: int, exc=KeyboardInterrupt) -> None:
 UNIT_FILES = {
     "test_architecture.py", "test_config.py", "test_config_property.py", "test_forecast.py",
     "test_heads.py", "test_linearity.py", "test_lock.py", "test_logit_lens.py", "test_mnist1d.py",
-    "test_model.py", "test_patching.py", "test_story.py", "test_tasks.py",
+    "test_model.py", "test_neurons.py", "test_patching.py", "test_story.py", "test_tasks.py",
 }
 
 

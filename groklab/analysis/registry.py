@@ -80,6 +80,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "number tokens, and a class (successor, previous-token, positional, content).",
         options=("checkpoints", "n_examples")),
     Analysis(
+        "neurons", "groklab.analysis.neurons", "NeuronsResult", "MLP neurons",
+        "Per MLP neuron and checkpoint: its top-activating probe rows, its selectivity for one "
+        "token (the largest squared correlation with a token-at-position indicator) and, on "
+        "modular tasks, its dominant Fourier frequency (Nanda et al. 2023).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

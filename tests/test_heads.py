@@ -70,6 +70,14 @@ def test_position_explained_is_one_minus_content_over_total_variance():
     expect = 1 - ((A - M) ** 2).sum() / ((A - U) ** 2).sum()
     assert m["position_explained"][0, 0] == pytest.approx(float(expect), abs=1e-9)
     assert m["prev"][0, 0] == pytest.approx(float(A[:, [0, 1, 2], [0, 1, 2]].mean()), abs=1e-9)
+    u = (1 / 2 + 1 / 3 + 1 / 4) / 3  # uniform attention's prev on 4-token rows
+    assert m["prev_above_uniform"][0, 0] == pytest.approx((m["prev"][0, 0] - u) / (1 - u))
+    uniform = heads.pattern_measures(torch.ones(1, 5, 1, 4, 4).tril() /
+                                     torch.arange(1, 5.0)[:, None], None)
+    assert uniform["prev_above_uniform"][0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert uniform["entropy"][0, 0] == pytest.approx(1.0)
+    uniform["successor"] = np.full((1, 1), np.nan)
+    assert heads.CLASSES[heads.classify(uniform)[0, 0]] == "positional"
     # the same pattern on every example is fully explained by position
     same = heads.pattern_measures(pat[:, :1].expand(1, 50, 1, 4, 4), None)
     assert same["position_explained"][0, 0] == pytest.approx(1.0, abs=1e-9)

@@ -8,7 +8,8 @@ probe split. Over the queries q that see at least two keys (1 <= q <= the row's 
 
 * ``by_distance[d]``: mean attention from q to key q - d (the head's profile over relative
   distance); ``prev`` = ``by_distance[1]``, the previous-token score of TransformerLens's head
-  detector; ``entropy``: the attention entropy of each query divided by its maximum log(q + 1)
+  detector, and ``prev_above_uniform`` = (prev - u) / (1 - u), u the score of uniform attention
+  on the same rows (0.42 on three-token rows; 0 for long ones); ``entropy``: the attention entropy of each query divided by its maximum log(q + 1)
   (0: one key, 1: uniform), averaged, and ``entropy_by_distance[d]``, the same for queries d
   tokens past the first token;
 * ``position_explained``: how much of the pattern a position-only model explains. The model is
@@ -21,8 +22,9 @@ probe split. Over the queries q that see at least two keys (1 <= q <= the row's 
   whose top logit among the number tokens is t + 1.
 
 Class of a head, first rule that holds: ``successor`` (score >= 0.4, Gould et al.'s cut),
-``previous-token`` (prev >= 0.5), ``positional`` (position_explained >= 0.8: a distance head),
-else ``content`` (the pattern moves with the tokens: a semantic head).
+``previous-token`` (prev_above_uniform >= 0.5: halfway from uniform to only the previous token),
+``positional`` (position_explained >= 0.8: a distance head), else ``content`` (the pattern moves
+with the tokens: a semantic head).
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ def pattern_measures(patterns: torch.Tensor, answer_pos: torch.Tensor | None) ->
     total = (((A - U) ** 2).sum(-1) * w).sum((1, 3))
     pos_expl = torch.where(total > 1e-12, 1 - content / total.clamp_min(1e-12),
                            torch.ones_like(total))
-    return {"prev": by_distance[..., 1].cpu().numpy(), "entropy": entropy.cpu().numpy(),
+    # uniform attention's previous-token score on these rows: 1/(q + 1) averaged over queries
+    u = float((w[0, :, 0] / (q + 1).double()).sum() / w.sum())
+    prev = by_distance[..., 1]
+    return {"prev": prev.cpu().numpy(), "prev_above_uniform": ((prev - u) / (1 - u)).cpu().numpy(),
+            "entropy": entropy.cpu().numpy(),
             "position_explained": pos_expl.cpu().numpy(),
             "by_distance": by_distance.cpu().numpy(), "entropy_by_distance": ent_d.cpu().numpy()}
 
@@ -127,7 +133,7 @@ def classify(m: dict[str, np.ndarray]) -> np.ndarray:
     """Class index into :data:`CLASSES` of each head, the first rule that holds."""
     cls = np.full(m["prev"].shape, CLASSES.index("content"))
     for name, hit in reversed([("successor", np.nan_to_num(m["successor"]) >= SUCCESSOR),
-                               ("previous-token", m["prev"] >= PREV),
+                               ("previous-token", m["prev_above_uniform"] >= PREV),
                                ("positional", m["position_explained"] >= POSITIONAL)]):
         cls[hit] = CLASSES.index(name)
     return cls

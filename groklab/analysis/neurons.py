@@ -223,9 +223,10 @@ def run(source, *, task: TaskData | None = None, checkpoints="all", split: str |
         sel, pos, tok = token_selectivity(acts, ex.inputs, len(task.vocab))
         k = min(top_k, acts.shape[1])
         top = acts.topk(k, dim=1).indices.permute(0, 2, 1)  # [L, N, k]
-        m = {"selectivity": sel, "best_position": pos, "best_token": tok,
-             "top_rows": top.cpu().numpy(), "top_values": acts.topk(k, dim=1).values
-             .permute(0, 2, 1).cpu().numpy()}
+        m = {"selectivity": sel.astype(np.float32), "best_position": pos.astype(np.int32),
+             "best_token": tok.astype(np.int32), "top_rows": top.cpu().numpy().astype(np.int32),
+             "top_values": acts.topk(k, dim=1).values.permute(0, 2, 1).cpu().numpy()
+             .astype(np.float32)}
         if p is not None:
             g = answer_activations(model, grid, grid_ap)  # [L, p^2, N]
             clusters = [cluster_neurons(neuron_frequency_fractions(a.reshape(p, p, -1), basis,

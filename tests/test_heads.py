@@ -52,6 +52,7 @@ def test_previous_token_and_content_heads_are_told_apart():
     m = res.measures
     assert m["prev"][0, 0, 0] > 0.99 and m["position_explained"][0, 0, 0] > 0.99
     assert m["prev"][0, 0, 1] < 0.5 and m["position_explained"][0, 0, 1] < 0.5
+    assert m["content_rms"][0, 0, 1] > 0.2 and m["content_rms"][0, 0, 0] < 1e-6
     assert [heads.CLASSES[c] for c in res.classes[0, 0]] == ["previous-token", "content"]
     np.testing.assert_allclose(m["by_distance"][0, 0, 0], [0, 1, 0], atol=1e-6)
     assert m["entropy"][0, 0, 0] < 0.01 < m["entropy"][0, 0, 1]
@@ -78,6 +79,12 @@ def test_position_explained_is_one_minus_content_over_total_variance():
     assert uniform["entropy"][0, 0] == pytest.approx(1.0)
     uniform["successor"] = np.full((1, 1), np.nan)
     assert heads.CLASSES[heads.classify(uniform)[0, 0]] == "positional"
+    # nearly uniform, with a little input-dependent noise: the ratio is noise, the class is not
+    jitter = torch.ones(1, 50, 1, 4, 4).tril() + 1e-3 * torch.rand(1, 50, 1, 4, 4, generator=g)
+    near = heads.pattern_measures((jitter.tril() / jitter.tril().sum(-1, keepdim=True)), None)
+    near["successor"] = np.full((1, 1), np.nan)
+    assert near["position_explained"][0, 0] < 0.8 and near["content_rms"][0, 0] < 1e-3
+    assert heads.CLASSES[heads.classify(near)[0, 0]] == "positional"
     # the same pattern on every example is fully explained by position
     same = heads.pattern_measures(pat[:, :1].expand(1, 50, 1, 4, 4), None)
     assert same["position_explained"][0, 0] == pytest.approx(1.0, abs=1e-9)

@@ -16,6 +16,8 @@ probe split. Over the queries q that see at least two keys (1 <= q <= the row's 
   the mean pattern M[q, k] over the examples; position_explained = 1 - sum ||A_q - M_q||^2 /
   sum ||A_q - U_q||^2 over examples and queries, U_q the uniform pattern over q + 1 keys (1: the
   pattern is the same for every input, 0: position predicts no more than uniform attention);
+  ``content_rms`` = sqrt(mean ||A_q - M_q||^2), the same deviation in absolute terms (a
+  near-uniform head has a noisy ratio but a tiny content_rms);
 * ``successor`` (tasks whose number tokens are the integers 0..n-1): the succession score of
   Gould et al. 2023: each number's effective embedding (W_E plus MLP0 of it, attention skipped)
   through the layer's ln1, the head's OV circuit, ln_final and W_U; the fraction of numbers t < n-1
@@ -23,8 +25,8 @@ probe split. Over the queries q that see at least two keys (1 <= q <= the row's 
 
 Class of a head, first rule that holds: ``successor`` (score >= 0.4, Gould et al.'s cut),
 ``previous-token`` (prev_above_uniform >= 0.5: halfway from uniform to only the previous token),
-``positional`` (position_explained >= 0.8: a distance head), else ``content`` (the pattern moves
-with the tokens: a semantic head).
+``positional`` (position_explained >= 0.8 or content_rms < 0.05: a distance head, or one whose
+pattern barely moves), else ``content`` (the pattern moves with the tokens: a semantic head).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from groklab.tasks.base import TaskData
 
 NAME = "heads"
 CLASSES = ("successor", "previous-token", "positional", "content")
-SUCCESSOR, PREV, POSITIONAL = 0.4, 0.5, 0.8
+SUCCESSOR, PREV, POSITIONAL, CONTENT_RMS = 0.4, 0.5, 0.8, 0.05
 MEASURES = ("prev", "entropy", "position_explained", "successor")
 
 
@@ -89,6 +91,7 @@ def pattern_measures(patterns: torch.Tensor, answer_pos: torch.Tensor | None) ->
     U = causal / causal.sum(-1, keepdim=True)
     content = (((A - M) ** 2).sum(-1) * w).sum((1, 3))
     total = (((A - U) ** 2).sum(-1) * w).sum((1, 3))
+    content_rms = (content / w.sum((1, 3))).sqrt()
     pos_expl = torch.where(total > 1e-12, 1 - content / total.clamp_min(1e-12),
                            torch.ones_like(total))
     # uniform attention's previous-token score on these rows: 1/(q + 1) averaged over queries
@@ -96,7 +99,7 @@ def pattern_measures(patterns: torch.Tensor, answer_pos: torch.Tensor | None) ->
     prev = by_distance[..., 1]
     return {"prev": prev.cpu().numpy(), "prev_above_uniform": ((prev - u) / (1 - u)).cpu().numpy(),
             "entropy": entropy.cpu().numpy(),
-            "position_explained": pos_expl.cpu().numpy(),
+            "position_explained": pos_expl.cpu().numpy(), "content_rms": content_rms.cpu().numpy(),
             "by_distance": by_distance.cpu().numpy(), "entropy_by_distance": ent_d.cpu().numpy()}
 
 
@@ -134,7 +137,8 @@ def classify(m: dict[str, np.ndarray]) -> np.ndarray:
     cls = np.full(m["prev"].shape, CLASSES.index("content"))
     for name, hit in reversed([("successor", np.nan_to_num(m["successor"]) >= SUCCESSOR),
                                ("previous-token", m["prev_above_uniform"] >= PREV),
-                               ("positional", m["position_explained"] >= POSITIONAL)]):
+                               ("positional", (m["position_explained"] >= POSITIONAL)
+                                | (m["content_rms"] < CONTENT_RMS))]):
         cls[hit] = CLASSES.index(name)
     return cls
 
@@ -244,7 +248,8 @@ class HeadsResult:
         meta = {"task": self.task, "split": self.split, "steps": self.steps.tolist(),
                 "classes": list(CLASSES), "final_class": final,
                 "first_step": self.first_steps(),
-                "thresholds": {"successor": SUCCESSOR, "prev": PREV, "positional": POSITIONAL}}
+                "thresholds": {"successor": SUCCESSOR, "prev_above_uniform": PREV,
+                               "position_explained": POSITIONAL, "content_rms": CONTENT_RMS}}
         paths = save_arrays(run_dir, NAME, {"steps": self.steps, **self.measures}, meta)
         figs = run_dir / "figures"
         paths.append(save_figure(self.plot_classes(), figs / f"{NAME}.png"))

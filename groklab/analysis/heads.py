@@ -50,7 +50,7 @@ from groklab.tasks.base import TaskData
 NAME = "heads"
 CLASSES = ("successor", "previous-token", "positional", "content")
 SUCCESSOR, PREV, POSITIONAL, CONTENT_RMS = 0.4, 0.5, 0.8, 0.05
-MEASURES = ("prev", "entropy", "position_explained", "successor")
+MEASURES = ("prev", "entropy", "position_explained", "content_rms", "successor")
 
 
 def require_heads(model) -> int:
@@ -187,7 +187,8 @@ class HeadsResult:
                 succ = "" if np.isnan(m["successor"]) else f", successor {m['successor']:.2f}"
                 lines.append(f"  L{l}H{h}: {CLASSES[self.classes[-1, l, h]]} (since step "
                              f"{settled[l, h]}); prev {m['prev']:.2f}, position-explained "
-                             f"{m['position_explained']:.2f}, entropy {m['entropy']:.2f}{succ}")
+                             f"{m['position_explained']:.2f}, content-rms "
+                             f"{m['content_rms']:.2f}, entropy {m['entropy']:.2f}{succ}")
         first = ", ".join(f"{k} {v}" for k, v in self.first_steps().items() if v is not None)
         lines.append(f"  first step each class appears: {first}")
         return "\n".join(lines)

@@ -58,9 +58,9 @@ def train_until_killed(run, at_step: int, exc=KeyboardInterrupt) -> None:
 # (marked per test): real subprocesses killed mid-run, paper-scale presets. CI runs all three.
 UNIT_FILES = {
     "test_architecture.py", "test_config.py", "test_config_property.py", "test_forecast.py",
-    "test_hooks.py", "test_lock.py", "test_logit_lens.py", "test_mnist1d.py", "test_model.py",
-    "test_patching.py",
-    "test_story.py", "test_tasks.py",
+    "test_heads.py", "test_hooks.py", "test_linearity.py", "test_lock.py", "test_logit_lens.py",
+    "test_mnist1d.py", "test_model.py", "test_neurons.py", "test_patching.py", "test_story.py",
+    "test_tasks.py",
 }
 
 

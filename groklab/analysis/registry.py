@@ -68,6 +68,24 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "errors; does an Omnigrok run generalize digit by digit?).",
         options=("checkpoints",)),
     Analysis(
+        "linearity", "groklab.analysis.linearity", "LinearityResult", "Layer linearity",
+        "How linear each block is: 1 - the least-squares residual between consecutive "
+        "centred, Frobenius-normalised hidden states, and the same for the block's update "
+        "alone, per layer across checkpoints (Razzhigaev et al. 2024).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
+        "heads", "groklab.analysis.heads", "HeadsResult", "Attention-head classes",
+        "Per head and checkpoint: attention by relative distance, entropy, previous-token "
+        "score, how much a position-only pattern explains, Gould et al.'s successor score on "
+        "number tokens, and a class (successor, previous-token, positional, content).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
+        "neurons", "groklab.analysis.neurons", "NeuronsResult", "MLP neurons",
+        "Per MLP neuron and checkpoint: its top-activating probe rows, its selectivity for one "
+        "token (the largest squared correlation with a token-at-position indicator) and, on "
+        "modular tasks, its dominant Fourier frequency (Nanda et al. 2023).",
+        options=("checkpoints", "n_examples")),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

@@ -70,7 +70,7 @@ def train(
         run = Run.start(cfg, out or _default_out(name or cfg.task.name), command=_command_line())
     except BAD_INPUT as e:
         fail(str(e))
-    console.print(f"run directory: {run.dir.path}", highlight=False)
+    console.print(f"run directory: {run.dir.path}", highlight=False, soft_wrap=True)
     _train(run, progress)
 
 

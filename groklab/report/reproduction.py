@@ -35,7 +35,7 @@ def build_reproduction(out_dir: str | Path) -> Path:
             f"<p>--scale {esc(rep['scale'])}, {rep['seeds']} seed(s), "
             f"{rep['seconds'] / 60:.1f} min. A claim's threshold is the published one; at this "
             "scale it may not hold, and the table says so.</p></header>",
-            "<h2>Claims</h2>", table(["claim", "published", "measured", "verdict"], rows)]
+            "<h2>Claims</h2>", table(["claim", "published", "measured", "verdict"], rows, "claims")]
     recs, labels = [], []
     for r in rep["runs"]:
         try:

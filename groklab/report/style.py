@@ -139,6 +139,8 @@ td.run { white-space: normal; overflow-wrap: anywhere; min-width: 180px; max-wid
 .kv2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 12px;
        align-items: start; }
 .left td:last-child { text-align: left; white-space: normal; }
+.claims td, .claims th { text-align: left; white-space: normal; vertical-align: top; }
+.claims td:first-child { width: 32%%; } .claims td:nth-child(3) { width: 34%%; }
 .config td:last-child { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace; }
 figure { margin: 0; background: var(--card); border: 1px solid var(--line); border-radius: 8px;
          padding: 10px 10px 8px; }

@@ -23,9 +23,12 @@ def delay(runs: Runs, names: list[str], mem_key: str, gen_key: str, *, mem: floa
         detail[n] = {"memorized": m, "generalized": g, "gen_at_memorized": at_mem, "delay": r}
         holds = m is not None and g is not None and at_mem < before and r >= factor
         ok &= holds
-        parts.append(f"{runs.specs[n].shown}: memorized {fmt_step(m, cap)}"
-                     + (f" ({gen_key.split('/')[1]} {at_mem:.2f} then)" if at_mem is not None else "")
-                     + f", {gen_key.split('/')[1]} {gen} at {fmt_step(g, cap)}"
+        split = gen_key.split("/")[1]
+        parts.append(f"{runs.specs[n].shown}: "
+                     + (f"memorized at {m:,} ({split} {at_mem:.2f} then)" if m is not None
+                        else f"not memorized by {cap:,}")
+                     + (f", {split} {gen} at {g:,}" if g is not None
+                        else f", {split} {gen} not reached by {cap:,}")
                      + (f" = {r:.1f}x" if r else ""))
     return Measured("; ".join(parts), ok, detail)
 

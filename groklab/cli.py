@@ -27,7 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 out_console = Console()
 
-DEMO_MINUTES = 6
+DEMO_MINUTES = 5
 BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
 
 

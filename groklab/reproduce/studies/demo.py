@@ -60,7 +60,7 @@ STUDY = Study(
     name="demo",
     title="groklab demo: modular addition groks; composition forms its circuit",
     description="The runs of `groklab demo`, with its criteria as claims (seeds via --seeds).",
-    minutes={"cpu": 7, "gpu": 3},
+    minutes={"cpu": 5, "gpu": 3},
     runs=runs,
     claims=(
         Claim("modular: train >= 0.99 while test < 0.5, then test >= 0.95 at >= 3x that step",

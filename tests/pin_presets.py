@@ -26,7 +26,10 @@ DEFAULT_STEPS = 30
 def pin_sets(name: str) -> list[str]:
     steps = STEPS.get(name, DEFAULT_STEPS)
     every = 1 if steps < 10 else 10
-    return [f"train.steps={steps}", f"train.eval_every={every}", "train.eval_per_decade=0",
+    # An 8 x 768 model's steps and evaluations dominate its pin: 64 rows a batch and 256 a
+    # probe pin its data, init, forward and update as well.
+    probes = ["task.probe_size=256", "train.batch_size=64"] if name in STEPS else []
+    return [*probes, f"train.steps={steps}", f"train.eval_every={every}", "train.eval_per_decade=0",
             "train.device=cpu", "train.checkpoint_every=0", "train.checkpoint_per_decade=0",
             f"train.resume_every={steps}", "train.eval_batch_size=1024"]
 

@@ -40,10 +40,9 @@ import torch
 from groklab.analysis.saving import pyplot, save_arrays, save_figure
 from groklab.analysis.sources import (
     AnalysisError,
-    default_splits,
     open_source,
+    probe_sample,
     read_saved,
-    sample_examples,
 )
 from groklab.tasks.base import TaskData
 
@@ -273,11 +272,7 @@ def run(source, *, task: TaskData | None = None, checkpoints="all", split: str |
     """Head measures and classes at every checkpoint asked for (or of one model with ``task``)."""
     src = open_source(source, task=task, checkpoints=checkpoints, device=device)
     task = src.task
-    split = split or default_splits(task)[0]
-    if split not in task.probes:
-        raise AnalysisError(f"no split '{split}' in task '{task.name}'; "
-                            f"available: {', '.join(task.probes)}")
-    ex, _ = sample_examples(task.probes[split], n_examples, seed)
+    split, ex, _ = probe_sample(task, split, n_examples, seed)
     numbers = number_tokens(task)
     per: dict[str, list[np.ndarray]] = {}
     for step in src.steps:

@@ -33,10 +33,9 @@ from groklab.analysis.fourier_measures import (
 from groklab.analysis.saving import pyplot, save_arrays, save_figure
 from groklab.analysis.sources import (
     AnalysisError,
-    default_splits,
     open_source,
+    probe_sample,
     read_saved,
-    sample_examples,
 )
 from groklab.tasks.base import TaskData
 
@@ -205,11 +204,7 @@ def run(source, *, task: TaskData | None = None, checkpoints="all", split: str |
     """Neuron measures at every checkpoint asked for (or of one model with ``task``)."""
     src = open_source(source, task=task, checkpoints=checkpoints, device=device)
     task = src.task
-    split = split or default_splits(task)[0]
-    if split not in task.probes:
-        raise AnalysisError(f"no split '{split}' in task '{task.name}'; "
-                            f"available: {', '.join(task.probes)}")
-    ex, idx = sample_examples(task.probes[split], n_examples, seed)
+    split, ex, idx = probe_sample(task, split, n_examples, seed)
     p = modular_p(task)
     if p is not None:
         from groklab.analysis.fourier import grid_inputs

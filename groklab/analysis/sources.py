@@ -138,6 +138,17 @@ def sample_examples(split: Split, n: int = 300, seed: int = 0) -> tuple[Split, n
     return split.subset(idx), idx
 
 
+def probe_sample(task: TaskData, split: str | None, n: int, seed: int
+                 ) -> tuple[str, Split, np.ndarray]:
+    """The split asked for (default: the first of :func:`default_splits`), checked, and ``n``
+    of its rows drawn by :func:`sample_examples`."""
+    split = split or default_splits(task)[0]
+    if split not in task.probes:
+        raise AnalysisError(f"no split '{split}' in task '{task.name}'; "
+                            f"available: {', '.join(task.probes)}")
+    return (split, *sample_examples(task.probes[split], n, seed))
+
+
 def default_splits(task: TaskData) -> list[str]:
     """train_inferred (the paper's), then the ID and OOD test splits where the task has them."""
     names = ["train_inferred", task.id_split, task.ood_split]

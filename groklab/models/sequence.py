@@ -57,6 +57,18 @@ def _act(cfg: ModelConfig, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh" if cfg.act_fn == "gelu_new" else "none")
 
 
+def _readout(model: nn.Module, d_in: int) -> None:
+    """The linear readout (nn.Linear's init, stored as W_U / b_U), the outer hooks, alpha, and
+    the hook registry: the end of every sequence model's constructor."""
+    readout = nn.Linear(d_in, model.cfg.d_vocab_out)
+    model.W_U = nn.Parameter(readout.weight.detach().T.contiguous())
+    model.b_U = nn.Parameter(readout.bias.detach().clone())
+    model.hook_embed = HookPoint()
+    model.hook_out = HookPoint()
+    _scale_init(model, model.cfg.init_scale)
+    model.setup()
+
+
 class _ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int):
         super().__init__()
@@ -82,13 +94,7 @@ class Conv1dNet(_SmallModel):
             if length < 1:
                 raise ValueError(f"model.n_layers {cfg.n_layers} convolutions of stride 2 leave "
                                  f"no positions of the task's {cfg.n_ctx}; use fewer layers")
-        readout = nn.Linear(cfg.d_model * length, cfg.d_vocab_out)
-        self.W_U = nn.Parameter(readout.weight.detach().T.contiguous())
-        self.b_U = nn.Parameter(readout.bias.detach().clone())
-        self.hook_embed = HookPoint()
-        self.hook_out = HookPoint()
-        _scale_init(self, cfg.init_scale)
-        self.setup()
+        _readout(self, cfg.d_model * length)
 
     def forward(self, inputs: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_embed(_as_sequence(inputs).to(self.W_U.dtype))
@@ -113,13 +119,7 @@ class GRUNet(_SmallModel):
         channels, length = _channels_length(cfg)
         widths = [channels] + [2 * cfg.d_model] * cfg.n_layers
         self.blocks = nn.ModuleList(_GRUBlock(a, cfg.d_model) for a in widths[:-1])
-        readout = nn.Linear(2 * cfg.d_model * length, cfg.d_vocab_out)
-        self.W_U = nn.Parameter(readout.weight.detach().T.contiguous())
-        self.b_U = nn.Parameter(readout.bias.detach().clone())
-        self.hook_embed = HookPoint()
-        self.hook_out = HookPoint()
-        _scale_init(self, cfg.init_scale)
-        self.setup()
+        _readout(self, 2 * cfg.d_model * length)
 
     def forward(self, inputs: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_embed(_as_sequence(inputs).to(self.W_U.dtype).transpose(1, 2))

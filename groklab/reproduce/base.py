@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -73,9 +72,11 @@ class MissingRun(LookupError):
 class Runs:
     """The runs of one reproduction, by name, with the accessors claims use."""
 
-    def __init__(self, root: Path, specs: list[RunSpec]):
+    def __init__(self, root: Path, specs: list[RunSpec], scale: str = "cpu"):
         self.root = Path(root)
         self.specs = {s.name: s for s in specs}
+        self.scale = scale
+        self._loaded: dict = {}
 
     def names(self, prefix: str = "") -> list[str]:
         return [n for n in self.specs if n.startswith(prefix)]
@@ -85,10 +86,6 @@ class Runs:
 
     def __getitem__(self, name: str):
         return self._loaded[name] if name in self._loaded else self._load(name)
-
-    @cached_property
-    def _loaded(self) -> dict:
-        return {}
 
     def _load(self, name: str):
         from groklab.rundir import RunDirError, load_run

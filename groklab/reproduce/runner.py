@@ -103,7 +103,7 @@ def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
         {"study": study.name, "scale": scale, "seeds": seeds,
          "runs": [{"name": s.name, "preset": s.preset, "sets": list(s.sets)} for s in specs]},
         indent=1))
-    runs = Runs(out, specs)
+    runs = Runs(out, specs, scale)
     rows = []
     for i, spec in enumerate(specs, 1):
         cfg = load_config(spec.preset, None, list(spec.sets))

@@ -14,6 +14,7 @@ from groklab.reproduce.base import Claim, Measured, Runs, RunSpec, Study
 from groklab.reproduce.claims import GEN, at_most, delay, sooner_along
 from groklab.reproduce.studies._scale import TINY_COMPOSITION, seeded
 
+PHI_BASE = {"cpu": 9.0, "gpu": 7.2, "tiny": 2.0}  # the base preset's phi (the seed runs')
 PHIS = {"cpu": (5.4, 7.2, 9.0), "gpu": (3.6, 5.4, 7.2), "tiny": (1.0, 1.5, 2.0)}
 WDS = {"cpu": (0.5, 1.0), "gpu": (0.03, 0.1), "tiny": (0.1, 1.0)}  # the second is the base's
 BASE = {"cpu": "composition-small", "gpu": "composition-paper", "tiny": "composition-small"}
@@ -26,7 +27,7 @@ def _tiny(scale: str) -> tuple[str, ...]:
 def runs(scale: str, seeds: int) -> list[RunSpec]:
     base, t = BASE[scale], _tiny(scale)
     out = [RunSpec(f"seed{s}", base, (*t, *seeded(s)), label=f"seed {s}") for s in range(seeds)]
-    phi_base = {"cpu": 9.0, "gpu": 7.2, "tiny": 2.0}[scale]
+    phi_base = PHI_BASE[scale]
     out += [RunSpec(f"phi{p:g}", base, (*t, f"task.phi={p}"), label=f"phi {p:g}")
             for p in PHIS[scale] if p != phi_base]
     wd_base = WDS[scale][1]
@@ -43,10 +44,8 @@ def _seeds(r: Runs) -> list[str]:
 
 
 def _phi_names(r: Runs) -> tuple[list[str], list[float]]:
-    scale = "tiny" if "task.entities=40" in r.specs["seed0"].sets else (
-        "gpu" if r.specs["seed0"].preset == "composition-paper" else "cpu")
-    phi_base = {"cpu": 9.0, "gpu": 7.2, "tiny": 2.0}[scale]
-    vals = list(PHIS[scale])
+    phi_base = PHI_BASE[r.scale]
+    vals = list(PHIS[r.scale])
     return [("seed0" if p == phi_base else f"phi{p:g}") for p in vals], vals
 
 

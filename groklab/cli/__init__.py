@@ -3,49 +3,34 @@
 Bad input (unknown task or key, wrong type, impossible sizes, an ``--out`` that holds another
 run, a corrupt checkpoint) prints one line naming the problem and what is allowed, exits with
 code 2, and writes nothing.
+
+A family of subcommands lives in its own module here (``groklab/cli/<topic>.py``), decorating
+``app`` from :mod:`groklab.cli._base`, and is imported at the bottom of this file.
 """
 
 from __future__ import annotations
 
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from groklab.config import ConfigError, load_config, preset_description, preset_names
-from groklab.lock import LockError
+from groklab.cli._base import (  # noqa: F401  (re-exported for tests and plugins)
+    BAD_INPUT,
+    DEMO_MINUTES,
+    _command_line,
+    _default_out,
+    _interactive,
+    app,
+    console,
+    fail,
+    out_console,
+)
+from groklab.config import load_config, preset_description, preset_names
 from groklab.rundir import RunDir, RunDirError, RunWriteError
-from groklab.tasks import TASKS, TaskError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train small models far past memorization, watch them grok, open them up.")
-console = Console(stderr=True)
-out_console = Console()
-
-DEMO_MINUTES = 5
-BAD_INPUT = (ConfigError, TaskError, RunDirError, LockError)
-
-
-def fail(msg: str, code: int = 2):
-    console.print(f"[bold red]groklab: error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _command_line() -> str:
-    return "groklab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _interactive() -> bool:
-    return sys.stderr.isatty()
-
-
-def _default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+from groklab.tasks import TASKS
 
 
 @app.command()

@@ -1,0 +1,109 @@
+"""MoRA's fixed compression and decompression maps (Jiang et al. 2024, arXiv 2405.12130), as
+matrices, so the update is a weight delta ``dW = C @ M @ D`` in groklab's ``x @ W`` orientation.
+
+MoRA trains one square ``M`` [r_hat, r_hat] between a fixed compression of the d_in inputs to
+r_hat numbers and a fixed decompression of r_hat numbers to d_out outputs. The reference
+(``kongds/MoRA``, ``peft-mora``'s LoRA layer, ``_apply_mora`` / ``get_delta_weight``) computes it
+on activations; here the same maps are built once as index/rotation tables and applied to ``M``
+(the delta of a d_model = 128 layer costs less than one training row's forward):
+
+- ``r_hat``: the LoRA parameter budget r (d_in + d_out) spent on a square,
+  ``int(sqrt((d_in + d_out) r) + 0.5)``; rotation (type 6) needs an even size and rounds down.
+- sharing (type 1): the input padded to a multiple of r_hat by repeating its own first features
+  (index ``p % d_in``), cut into chunks of r_hat and summed; the r_hat outputs of ``M`` tiled
+  (output k reads ``k % r_hat``). ``dW[i, k] = sum_{p < n r_hat, p % d_in = i} M[p % r_hat,
+  k % r_hat]``.
+- rotation (type 6): the same padded chunks are kept apart; chunk c is rotated RoPE-style by
+  angles ``c * theta_j``, ``theta_j = 10000^(-2j / r_hat)`` (the rotate-half convention:
+  pairs (j, j + r_hat/2)), multiplied by ``M``, and the n r_hat outputs concatenated, then cut
+  to d_out (or tiled when shorter): ``dW = fold(blockdiag(R_0 M, ..., R_{n-1} M))``.
+
+Types 2-4 of the reference serve ReMoRA only and are not built here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MORA_TYPES = (1, 6)  # 1: sharing (the reference's advice for large r), 6: rotation (small r)
+
+
+def mora_rank(d_in: int, d_out: int, r: int, mora_type: int = 1) -> int:
+    """r_hat at LoRA rank r's parameter count r (d_in + d_out), as the reference rounds it."""
+    r_hat = int(math.sqrt((d_in + d_out) * r) + 0.5)
+    if mora_type == 6:
+        r_hat -= r_hat % 2  # rotate-half pairs feature j with j + r_hat / 2
+    return r_hat
+
+
+def n_chunks(d_in: int, r_hat: int) -> int:
+    return -(-d_in // r_hat)
+
+
+def fold_index(d_in: int, r_hat: int) -> torch.Tensor:
+    """[n_chunks * r_hat]: the input feature each padded position reads (padding wraps)."""
+    return torch.arange(n_chunks(d_in, r_hat) * r_hat) % d_in
+
+
+def rotation_tables(r_hat: int, chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [chunks, r_hat] of the RoPE angles ``c * theta_j`` (each half repeats)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, r_hat, 2, dtype=torch.float64) / r_hat))
+    freqs = torch.outer(torch.arange(chunks, dtype=torch.float64), inv_freq)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rotation_matrices(r_hat: int, chunks: int) -> torch.Tensor:
+    """[chunks, r_hat, r_hat]: R_c with ``x @ R_c = x * cos_c + rotate_half(x) * sin_c`` for a
+    row vector x, where ``rotate_half(x) = cat(-x[h:], x[:h])``, h = r_hat / 2."""
+    cos, sin = rotation_tables(r_hat, chunks)
+    h = r_hat // 2
+    j = torch.arange(r_hat)
+    R = torch.zeros(chunks, r_hat, r_hat, dtype=torch.float64)
+    R[:, j, j] = cos
+    # output j < h reads -x[j + h]; output j >= h reads x[j - h]
+    R[:, j[:h] + h, j[:h]] = -sin[:, :h]
+    R[:, j[h:] - h, j[h:]] = sin[:, h:]
+    return R
+
+
+class MoraMaps:
+    """The fixed tables of one layer's MoRA update; ``delta(M)`` -> dW [d_in, d_out]."""
+
+    def __init__(self, d_in: int, d_out: int, r_hat: int, mora_type: int):
+        if mora_type not in MORA_TYPES:
+            raise ValueError(f"MoRA type {mora_type} is not built; types: {MORA_TYPES}")
+        if mora_type == 6 and r_hat % 2:
+            raise ValueError(f"MoRA type 6 needs an even r_hat, got {r_hat}")
+        self.d_in, self.d_out, self.r_hat, self.type = d_in, d_out, r_hat, mora_type
+        n = n_chunks(d_in, r_hat)
+        fold = torch.zeros(d_in, n * r_hat, dtype=torch.float64)
+        fold[fold_index(d_in, r_hat), torch.arange(n * r_hat)] = 1.0
+        if mora_type == 1:
+            # summing the chunks: input i feeds compressed j as often as p % d_in = i, p % r = j
+            self.compress = fold.view(d_in, n, r_hat).sum(1)  # [d_in, r_hat]
+            self.cols = torch.arange(d_out) % r_hat  # tiling
+        else:
+            self.fold = fold  # [d_in, n r_hat]
+            self.rot = rotation_matrices(r_hat, n)  # [n, r_hat, r_hat]
+            width = n * r_hat  # concatenated outputs, cut to d_out or tiled
+            self.cols = torch.arange(d_out) % width
+        self._cast: dict = {}
+
+    def _tables(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            names = ("compress",) if self.type == 1 else ("fold", "rot")
+            self._cast[key] = {n: getattr(self, n).to(like) for n in names}
+            self._cast[key]["cols"] = self.cols.to(like.device)
+        return self._cast[key]
+
+    def delta(self, M: torch.Tensor) -> torch.Tensor:
+        t = self._tables(M)
+        if self.type == 1:
+            return (t["compress"] @ M).index_select(1, t["cols"])
+        blocks = t["rot"] @ M  # [n, r_hat, r_hat]: R_c M
+        full = t["fold"] @ torch.block_diag(*blocks.unbind(0))  # [d_in, n r_hat]
+        return full.index_select(1, t["cols"])

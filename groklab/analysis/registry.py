@@ -90,6 +90,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",
         options=(), reads=("logit_lens", "causal_tracing")),
+    Analysis(
+        "injection", "groklab.analysis.injection", "InjectionResult", "Injected facts",
+        "Of a groklab inject output: the singular-value spectrum of every learned weight delta "
+        "(LoRA vs MoRA, Jiang et al. 2024) and the logit lens's bridge entity at r1 for "
+        "two-hop queries through the new facts.",
+        options=("n_examples",)),
 )}
 
 # Not analyses of a run, but what the report shows under these names.

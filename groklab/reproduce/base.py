@@ -27,6 +27,10 @@ class RunSpec:
     sets: tuple[str, ...] = ()  # --set overrides
     analyses: tuple[tuple[str, dict], ...] = ()  # (registry name, options) run after training
     label: str = ""  # shown in tables and legends; the name when empty
+    # A run made by a callable instead of by training ``preset`` (e.g. an injection into an
+    # earlier run of the study): execute(runs_dir, run_dir) writes a run directory at run_dir;
+    # ``preset`` and ``sets`` then only describe it in tables
+    execute: Callable[[Path, Path], None] | None = None
 
     @property
     def shown(self) -> str:

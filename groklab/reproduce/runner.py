@@ -88,7 +88,8 @@ def check_request(study: Study, scale: str, seeds: int, out: Path) -> None:
         raise StudyError(f"--out '{out}' is not empty and holds no reproduction; choose a new "
                          "directory")
     for spec in study.run_specs(scale, seeds):  # every config valid before training starts
-        load_config(spec.preset, None, list(spec.sets))
+        if spec.execute is None:
+            load_config(spec.preset, None, list(spec.sets))
 
 
 def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
@@ -106,15 +107,19 @@ def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
     runs = Runs(out, specs, scale)
     rows = []
     for i, spec in enumerate(specs, 1):
-        cfg = load_config(spec.preset, None, list(spec.sets))
         before = point_status(runs.path(spec.name))
         say(f"[{i}/{len(specs)}] {spec.shown}: {spec.preset} {' '.join(spec.sets)}"
             + (" (already trained)" if before in ("completed", "diverged") else ""))
         t = time.perf_counter()
-        [res] = execute_unit(str(out / "runs"), [{"slug": spec.name, "overrides": list(spec.sets),
-                                                  "config": cfg.to_dict()}], batched=False,
-                             command=f"groklab reproduce {study.name}  # run {spec.name}",
-                             progress=progress)
+        if spec.execute is not None:
+            res = _execute(spec, out / "runs", runs.path(spec.name), before)
+        else:
+            cfg = load_config(spec.preset, None, list(spec.sets))
+            [res] = execute_unit(str(out / "runs"), [{"slug": spec.name,
+                                                      "overrides": list(spec.sets),
+                                                      "config": cfg.to_dict()}], batched=False,
+                                 command=f"groklab reproduce {study.name}  # run {spec.name}",
+                                 progress=progress)
         error = res["error"] or res.get("diverged")
         if res["error"] is None:
             error = _analyze(runs.path(spec.name), spec.analyses, say) or error
@@ -128,6 +133,17 @@ def reproduce(study: Study, scale: str, seeds: int, out: str | Path,
                           round(time.perf_counter() - t0, 1))
     atomic_write_text(out / RESULT_FILE, json.dumps(result.to_json(), indent=1))
     return result
+
+
+def _execute(spec, runs_dir: Path, run_dir: Path, before: str) -> dict:
+    """A callable run (``RunSpec.execute``), skipped once finished; a failure is recorded."""
+    if before in ("completed", "diverged"):
+        return {"error": None}
+    try:
+        spec.execute(runs_dir, run_dir)
+    except Exception as e:  # noqa: BLE001 - one run failing leaves the claims to say so
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"error": None}
 
 
 def _analyze(run_dir: Path, analyses, say) -> str | None:

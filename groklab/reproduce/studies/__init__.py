@@ -8,7 +8,8 @@ import importlib
 from groklab.reproduce.base import Study, StudyError
 
 MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
-           "mnist1d", "omnigrok")
+           "mnist1d", "omnigrok",
+           "fact_injection")
 
 
 def studies() -> dict[str, Study]:

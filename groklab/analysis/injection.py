@@ -1,0 +1,141 @@
+"""What an injection (``groklab inject``) changed: the singular-value spectrum of every learned
+weight delta, and whether the bridge entity of a two-hop query through a new fact can be read
+off the residual stream at the first relation's position (the logit lens of
+``groklab/analysis/logit_lens.py``).
+
+Spectrum: a LoRA delta has rank <= r by construction; MoRA's square M at the same parameter
+count can reach rank r_hat (type 1's sharing caps it at r_hat, type 6's rotation at
+min(d_in, d_out)); a fine-tuned matrix is unconstrained. "Significant" singular values are
+those above 1% of the largest (and the entropy effective rank, exp of the entropy of the
+normalised singular values, as a threshold-free companion).
+
+Lens: for ``compose_first`` (new first hop), ``compose_second`` (new second hop) and, as the
+reference, the base run's own ``test_id`` paths, the fraction of queries whose bridge entity is
+the top-1 token of the lens at position r1, per layer, in the injected model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from groklab.analysis.logit_lens import lens_ranks
+from groklab.analysis.saving import pyplot, save_arrays, save_figure
+
+NAME = "injection"
+SIGNIFICANT = 0.01  # of the largest singular value
+
+
+def delta_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """name -> dW [d_in, d_out] of an injection directory, and its adapter.json."""
+    from safetensors.torch import load_file
+
+    from groklab.models.adapters import attach
+    from groklab.models.grow import grow_vocab
+    from groklab.rundir import RunDirError, load_run
+
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "injection.json"
+    if not meta_path.is_file() or not (run_dir / "adapter.safetensors").is_file():
+        raise RunDirError(f"'{run_dir}' is not a finished injection (no injection.json or "
+                          "adapter.safetensors); make one with groklab inject")
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(run_dir / "adapter.safetensors")
+    cfg = meta["adapter"]
+    if cfg["kind"] in ("full", "last"):
+        return {k.removesuffix(".delta"): v for k, v in tensors.items()
+                if k.endswith(".delta")}, cfg
+    model = load_run(meta["base_run"]).model(meta["inject"]["checkpoint"])
+    grow_vocab(model, meta["info"]["n_new_entities"])
+    ic = meta["inject"]
+    ad = attach(model, cfg["kind"], cfg["targets"], ic["rank"], ic["alpha"], ic["dropout"],
+                ic["mora_type"])
+    ad.load_state_dict(tensors)
+    return ad.delta_weights(), cfg
+
+
+def spectrum(dW: torch.Tensor) -> np.ndarray:
+    return torch.linalg.svdvals(dW.double()).numpy()
+
+
+def n_significant(s: np.ndarray, rel: float = SIGNIFICANT) -> int:
+    return int((s > rel * s[0]).sum()) if len(s) and s[0] > 0 else 0
+
+
+def effective_rank(s: np.ndarray) -> float:
+    p = s / s.sum() if s.sum() > 0 else s
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum())) if len(p) else 0.0
+
+
+@torch.no_grad()
+def bridge_decoding(model, split) -> np.ndarray:
+    """[n_layers + 1]: fraction of rows whose bridge is the lens's top-1 token at r1."""
+    ranks = lens_ranks(model, split.inputs, {"bridge": split.meta["bridge"][:, None]})["bridge"]
+    return (ranks[:, 1, :, 0] == 0).mean(axis=1)
+
+
+@dataclass
+class InjectionResult:
+    kind: str
+    spectra: dict[str, np.ndarray] = field(repr=False)
+    lens: dict[str, np.ndarray] = field(repr=False)
+
+    def summary(self) -> dict:
+        sig = {n: n_significant(s) for n, s in self.spectra.items()}
+        return {"kind": self.kind, "significant": sig,
+                "effective_rank": {n: round(effective_rank(s), 2) for n, s in self.spectra.items()},
+                "median_significant": float(np.median(list(sig.values()))) if sig else 0.0,
+                "bridge_top1_at_r1": {k: [round(float(x), 4) for x in v]
+                                      for k, v in self.lens.items()}}
+
+    def text(self) -> str:
+        s = self.summary()
+        lines = [f"injection ({self.kind}): median {s['median_significant']:.0f} significant "
+                 f"singular values per delta (> {SIGNIFICANT:.0%} of the largest)"]
+        for k, v in s["bridge_top1_at_r1"].items():
+            lines.append(f"  bridge top-1 at r1, best layer: {k} {max(v):.3f} "
+                         f"(layer {int(np.argmax(v))})")
+        return "\n".join(lines)
+
+    def save(self, run_dir) -> list[Path]:
+        arrays = {f"spectrum.{n}": s for n, s in self.spectra.items()}
+        arrays.update({f"lens.{k}": v for k, v in self.lens.items()})
+        paths = save_arrays(Path(run_dir), NAME, arrays, self.summary())
+        plt = pyplot()
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        for n, s in self.spectra.items():
+            ax[0].semilogy(np.arange(1, len(s) + 1), np.maximum(s / s[0], 1e-8), lw=0.8,
+                           alpha=0.6)
+        ax[0].axhline(SIGNIFICANT, color="k", ls=":", lw=0.8)
+        ax[0].set(xlabel="singular value index", ylabel="s_i / s_1",
+                  title=f"{self.kind}: spectra of the learned dW")
+        for k, v in self.lens.items():
+            ax[1].plot(v, marker="o", label=k)
+        ax[1].set(xlabel="layer", ylabel="bridge top-1 at r1", ylim=(0, 1),
+                  title="logit lens: bridge entity at r1")
+        ax[1].legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(save_figure(fig, Path(run_dir) / "figures" / f"{NAME}.png"))
+        return paths
+
+
+def run(source, *, n_examples: int = 300, seed: int = 0, **_) -> InjectionResult:
+    """The injection directory ``source``: delta spectra and the bridge lens."""
+    from groklab.rundir import load_run
+    from groklab.tasks.new_facts import injection_data
+
+    deltas, cfg = delta_weights(Path(source))
+    meta = json.loads((Path(source) / "injection.json").read_text())
+    run = load_run(source)
+    facts = np.asarray(meta["facts"], dtype=np.int64)
+    data = injection_data(run.task, facts, seed=meta["inject"]["seed"],
+                          probe_size=n_examples)
+    model = run.model()
+    lens = {k: bridge_decoding(model, data.probes[k])
+            for k in ("compose_first", "compose_second", "test_id") if k in data.probes}
+    return InjectionResult(cfg["kind"], {n: spectrum(d) for n, d in deltas.items()}, lens)

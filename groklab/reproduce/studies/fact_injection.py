@@ -1,0 +1,137 @@
+"""Teaching a grokked composition model new facts: LoRA versus MoRA at equal parameter counts
+(Jiang et al. 2024), full fine-tuning and the last block as baselines, and whether injected
+facts compose.
+
+The base run is ``composition-fast`` (grokked: test_id ~0.93). Each injection adds 200 new
+atomic facts (new edges among existing entities, ``groklab inject --facts new-relations``) with
+as many replayed old training rows, and trains only the adapter (``groklab/train/inject.py``).
+Composition through a new fact is scored on two-hop queries that nothing trained:
+``compose_first`` (the new fact is the first hop) and ``compose_second`` (the second).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import partial
+from pathlib import Path
+
+from groklab.reproduce.base import Claim, Measured, MissingRun, Runs, RunSpec, Study
+from groklab.reproduce.studies._scale import TINY_COMPOSITION
+
+RANKS = {"tiny": (2,), "cpu": (8, 32), "gpu": (8, 32, 64)}
+N_FACTS = {"tiny": 16, "cpu": 200, "gpu": 1000}
+STEPS = {"tiny": 30, "cpu": 300, "gpu": 1000}
+ADAPTERS = (("lora", "lora", 1), ("mora", "mora", 1), ("mora6", "mora", 6))
+COMPOSE = 0.5  # "composes": at least half the two-hop queries through new facts answered
+
+
+def _inject(options: dict, runs_dir: Path, run_dir: Path) -> None:
+    from groklab.train.inject import InjectConfig, inject
+
+    if run_dir.exists():  # an interrupted injection is redone (minutes), never resumed
+        shutil.rmtree(run_dir)
+    inject(runs_dir / "base", run_dir, InjectConfig(**options))
+
+
+def runs(scale: str, seeds: int) -> list[RunSpec]:
+    t = TINY_COMPOSITION if scale == "tiny" else ()
+    base = "composition" if scale == "tiny" else "composition-fast"
+    out = [RunSpec("base", base, t, label="base (grokked)")]
+    common = {"facts": "new-relations", "n_facts": N_FACTS[scale], "steps": STEPS[scale],
+              "lr": 1e-3 if scale != "tiny" else 1e-2, "replay": 1.0, "eval_every": 10}
+    spectrum = (("injection", {}),)
+    for r in RANKS[scale]:
+        for name, kind, mtype in ADAPTERS:
+            opts = {**common, "adapter": kind, "rank": r, "mora_type": mtype}
+            out.append(RunSpec(f"{name}-r{r}", base, (f"inject {kind} r={r} type={mtype}",),
+                               spectrum, label=f"{name} r={r}",
+                               execute=partial(_inject, opts)))
+    for kind in ("full", "last"):
+        out.append(RunSpec(kind, base, (f"inject {kind}",), spectrum, label=kind,
+                           execute=partial(_inject, {**common, "adapter": kind})))
+    return out
+
+
+def _step(r: Runs, name: str) -> float:
+    s = r.first_step(name, "acc/new", 0.99)
+    return float("inf") if s is None else s
+
+
+def _memorization(r: Runs) -> Measured:
+    rows, holds = [], True
+    for rank in RANKS[r.scale]:
+        lo, mo = _step(r, f"lora-r{rank}"), _step(r, f"mora-r{rank}")
+        m6 = _step(r, f"mora6-r{rank}")
+        holds &= min(mo, m6) <= lo
+        rows.append(f"r={rank}: LoRA {lo:g}, MoRA-1 {mo:g}, MoRA-6 {m6:g}")
+    full = _step(r, "full")
+    return Measured("steps to new facts 0.99: " + "; ".join(rows) + f"; full {full:g}", holds,
+                    {"rows": rows, "full": full})
+
+
+def _retention(r: Runs) -> Measured:
+    base = r.final("base", "acc/test_id")
+    worst, detail = 1.0, {}
+    for name in r.names():
+        if name == "base":
+            continue
+        keep = r.final(name, "acc/test_id")
+        detail[name] = {"test_id": keep, "atomic_id": r.final(name, "acc/atomic_id")}
+        if name.startswith(("lora", "mora")):
+            worst = min(worst, keep - base)
+    shown = ", ".join(f"{n} {d['test_id']:.3f}" for n, d in detail.items())
+    return Measured(f"base test_id {base:.3f}; after injection: {shown}", worst >= -0.05,
+                    {"base": base, **detail})
+
+
+def _composition(r: Runs) -> Measured:
+    detail = {}
+    for name in r.names():
+        if name == "base":
+            continue
+        detail[name] = {k: r.final(name, f"acc/{k}") for k in ("compose_first", "compose_second")}
+    best = max(max(d.values()) for d in detail.values())
+    shown = ", ".join(f"{n} {d['compose_first']:.3f}/{d['compose_second']:.3f}"
+                      for n, d in detail.items())
+    return Measured(f"first-hop-new / second-hop-new accuracy: {shown}", best >= COMPOSE, detail)
+
+
+def _rank(r: Runs) -> Measured:
+    med = {}
+    for name in r.names():
+        if name.startswith(("lora", "mora")):
+            try:
+                path = r.analysis(name, "injection.json")
+            except MissingRun:
+                continue
+            med[name] = json.loads(Path(path).read_text())["median_significant"]
+    if not med:
+        raise MissingRun("no injection analysis")
+    holds = all(med.get(f"mora-r{k}", 0) > med.get(f"lora-r{k}", 0) for k in RANKS[r.scale])
+    return Measured(", ".join(f"{n} {v:g}" for n, v in med.items()), holds, med)
+
+
+STUDY = Study(
+    name="fact-injection",
+    title="Injecting new facts into a grokked model: LoRA vs MoRA, and do they compose?",
+    description="LoRA and MoRA (types 1 and 6) at equal parameter counts, full fine-tuning and "
+                "the last block, teaching a grokked composition model 200 new facts.",
+    minutes={"cpu": 20},
+    runs=runs,
+    claims=(
+        Claim("MoRA memorizes the new facts at least as fast as LoRA at equal parameters "
+              "(steps to 0.99, every rank; the better MoRA type)",
+              "MoRA beats LoRA on memorization at equal parameter count",
+              "Jiang et al. 2024, section 4.1 (UUID key-value memorization)", _memorization),
+        Claim("with replay, LoRA and MoRA keep the grokked ID accuracy (test_id within 0.05)",
+              "not measured by either paper", "this study", _retention),
+        Claim(f"injected facts compose: two-hop accuracy through new facts >= {COMPOSE} for "
+              "some adapter", "not asked by either paper; Wang et al. 2024: facts never seen "
+              "in two-hop training do not compose (OOD ~0)",
+              "Wang et al. 2024, section 3.2 (the OOD analogue)", _composition),
+        Claim("MoRA's update has more significant singular values than LoRA's (median per "
+              "matrix, > 1% of the largest)", "MoRA's update is high-rank (r_hat vs r)",
+              "Jiang et al. 2024, section 3", _rank),
+    ),
+)

@@ -68,3 +68,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(base, tmp_path):
         assert not (tmp_path / "out").exists()
     res = inject(tmp_path, tmp_path / "out")
     assert res.exit_code == 2 and "not a groklab run" in res.output
+    train(load_config("parity", None, ["train.steps=1", "train.eval_per_decade=0",
+                                       "train.checkpoint_per_decade=0"]), tmp_path / "parity")
+    res = inject(tmp_path / "parity", tmp_path / "out")
+    assert res.exit_code == 2 and "needs a composition run" in res.output, res.output
+    assert not (tmp_path / "out").exists()

@@ -108,7 +108,9 @@ class InjectionResult:
         paths = save_arrays(Path(run_dir), NAME, arrays, self.summary())
         plt = pyplot()
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-        for n, s in self.spectra.items():
+        for s in self.spectra.values():
+            if not len(s) or s[0] <= 0:
+                continue
             ax[0].semilogy(np.arange(1, len(s) + 1), np.maximum(s / s[0], 1e-8), lw=0.8,
                            alpha=0.6)
         ax[0].axhline(SIGNIFICANT, color="k", ls=":", lw=0.8)
@@ -139,3 +141,26 @@ def run(source, *, n_examples: int = 300, seed: int = 0, **_) -> InjectionResult
     lens = {k: bridge_decoding(model, data.probes[k])
             for k in ("compose_first", "compose_second", "test_id") if k in data.probes}
     return InjectionResult(cfg["kind"], {n: spectrum(d) for n, d in deltas.items()}, lens)
+
+
+def compare_spectra(run_dirs: dict[str, Path], path: Path) -> Path:
+    """One panel per map kind (W_Q ... W_out): the median normalised spectrum over layers of
+    every injection in ``run_dirs`` (label -> directory with analysis/injection.npz)."""
+    plt = pyplot()
+    kinds = ("attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "mlp.W_in", "mlp.W_out")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), sharey=True)
+    for label, d in run_dirs.items():
+        with np.load(Path(d) / "analysis" / f"{NAME}.npz", allow_pickle=False) as z:
+            for ax, kind in zip(axes, kinds):
+                specs = [z[k] / z[k][0] for k in z.files
+                         if k.startswith("spectrum.") and k.endswith(kind) and z[k][0] > 0]
+                if specs:
+                    med = np.median(np.stack(specs), axis=0)
+                    ax.semilogy(np.arange(1, len(med) + 1), np.maximum(med, 1e-8), label=label)
+    for ax, kind in zip(axes, kinds):
+        ax.axhline(SIGNIFICANT, color="k", ls=":", lw=0.8)
+        ax.set(title=kind, xlabel="index")
+    axes[0].set_ylabel("s_i / s_1 (median over layers)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))

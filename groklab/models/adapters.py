@@ -202,7 +202,7 @@ class Adapters:
         """name -> the learned dW as a [d_in, d_out] map (detached)."""
         with torch.no_grad():
             if self.deltas:
-                return {n: d.delta().detach().clone() for n, d in self.deltas.items()}
+                return {n: _eval_delta(d) for n, d in self.deltas.items()}
             out = {}
             for n in self.targets:
                 module, attr, layout = self._maps[n]
@@ -232,7 +232,8 @@ class Adapters:
             self._base[n] = getattr(module.parametrizations, attr).original
             parametrize.remove_parametrizations(module, attr, leave_parametrized=False)
             with torch.no_grad():
-                merged = self.deltas[n](self._base[n])
+                merged = self._base[n] + to_weight(*self._maps[n][2:], self._base[n].shape,
+                                                   _eval_delta(self.deltas[n]))
             setattr(module, attr, nn.Parameter(merged, requires_grad=False))
         self.merged = True
 
@@ -254,6 +255,16 @@ class Adapters:
         if self.kind == "mora":
             out["r_hat"] = {n: d.r_hat for n, d in self.deltas.items()}
         return out
+
+
+def _eval_delta(d: Delta) -> torch.Tensor:
+    """dW without dropout (what a merge writes and an analysis reads)."""
+    was = d.training
+    d.eval()
+    try:
+        return d.delta().detach().clone()
+    finally:
+        d.train(was)
 
 
 def linear_maps_all(model: nn.Module, names: list[str]) -> dict:
@@ -304,6 +315,7 @@ def attach(model: nn.Module, kind: str, targets=DEFAULT_TARGETS, rank: int = 8,
         _check_rank(n, *_dims(layout, W.shape), rank)
         d = (LoRA(layout, W.shape, rank, alpha, dropout) if kind == "lora"
              else MoRA(layout, W.shape, rank, mora_type)).to(W.device, W.dtype)
+        d.train(model.training)
         parametrize.register_parametrization(module, attr, d)
         deltas[n] = d
     trainable = [p for d in deltas.values() for p in d.parameters()]

@@ -21,7 +21,7 @@ from groklab.reproduce.studies._scale import TINY_COMPOSITION
 
 RANKS = {"tiny": (2,), "cpu": (8, 32), "gpu": (8, 32, 64)}
 N_FACTS = {"tiny": 16, "cpu": 200, "gpu": 1000}
-STEPS = {"tiny": 30, "cpu": 300, "gpu": 1000}
+STEPS = {"tiny": 20, "cpu": 300, "gpu": 1000}
 ADAPTERS = (("lora", "lora", 1), ("mora", "mora", 1), ("mora6", "mora", 6))
 COMPOSE = 0.5  # "composes": at least half the two-hop queries through new facts answered
 
@@ -39,15 +39,15 @@ def runs(scale: str, seeds: int) -> list[RunSpec]:
     base = "composition" if scale == "tiny" else "composition-fast"
     out = [RunSpec("base", base, t, label="base (grokked)")]
     common = {"facts": "new-relations", "n_facts": N_FACTS[scale], "steps": STEPS[scale],
-              "lr": 1e-3 if scale != "tiny" else 1e-2, "replay": 1.0, "eval_every": 10}
+              "lr": 1e-3, "replay": 1.0, "eval_every": 10}
     spectrum = (("injection", {}),)
     for r in RANKS[scale]:
-        for name, kind, mtype in ADAPTERS:
+        for name, kind, mtype in ADAPTERS[: 2 if scale == "tiny" else None]:
             opts = {**common, "adapter": kind, "rank": r, "mora_type": mtype}
             out.append(RunSpec(f"{name}-r{r}", base, (f"inject {kind} r={r} type={mtype}",),
                                spectrum, label=f"{name} r={r}",
                                execute=partial(_inject, opts)))
-    for kind in ("full", "last"):
+    for kind in ("full",) if scale == "tiny" else ("full", "last"):
         out.append(RunSpec(kind, base, (f"inject {kind}",), spectrum, label=kind,
                            execute=partial(_inject, {**common, "adapter": kind})))
     return out
@@ -62,8 +62,8 @@ def _memorization(r: Runs) -> Measured:
     rows, holds = [], True
     for rank in RANKS[r.scale]:
         lo, mo = _step(r, f"lora-r{rank}"), _step(r, f"mora-r{rank}")
-        m6 = _step(r, f"mora6-r{rank}")
-        holds &= min(mo, m6) <= lo
+        m6 = _step(r, f"mora6-r{rank}") if f"mora6-r{rank}" in r.names() else float("inf")
+        holds &= min(mo, m6) <= lo and min(mo, m6) < float("inf")  # MoRA did memorize
         rows.append(f"r={rank}: LoRA {lo:g}, MoRA-1 {mo:g}, MoRA-6 {m6:g}")
     full = _step(r, "full")
     return Measured("steps to new facts 0.99: " + "; ".join(rows) + f"; full {full:g}", holds,
@@ -120,8 +120,8 @@ STUDY = Study(
     minutes={"cpu": 20},
     runs=runs,
     claims=(
-        Claim("MoRA memorizes the new facts at least as fast as LoRA at equal parameters "
-              "(steps to 0.99, every rank; the better MoRA type)",
+        Claim("MoRA memorizes the new facts (0.99), at least as fast as LoRA at equal "
+              "parameters (steps to 0.99, every rank; the better MoRA type)",
               "MoRA beats LoRA on memorization at equal parameter count",
               "Jiang et al. 2024, section 4.1 (UUID key-value memorization)", _memorization),
         Claim("with replay, LoRA and MoRA keep the grokked ID accuracy (test_id within 0.05)",

@@ -1,0 +1,108 @@
+"""Adapter training step against the frozen model's forward-backward, side by side in one run.
+
+Model and batch of composition-fast (4 layers, d_model 128, 4 heads, batch 512, 3 tokens), every
+attention and MLP matrix adapted. Variants, timed in alternating rounds so machine load hits all
+alike (median over rounds):
+
+- ``frozen``: forward + backward of the base model with every weight frozen, the gradient
+  reaching the embedding only: the activation backward any adapter needs at the least;
+- ``full``: forward + backward with every weight's gradient (an ordinary training step's
+  forward-backward, no optimizer);
+- ``lora`` / ``mora1`` / ``mora6``: a whole adapter step (forward, backward, AdamW on the
+  adapter), at LoRA rank --rank and MoRA at the same parameter count.
+
+Prints one JSON line per variant (ms per step, ratio to frozen and to full; the issue's target:
+an adapter step <= 1.1x the frozen forward-backward).
+
+    python bench/adapter_step.py [--rank 8] [--rounds 7] [--steps 5] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from groklab.config import load_config
+from groklab.models import build_model, fast
+from groklab.models.adapters import attach
+from groklab.tasks import make_task
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make(kind: str, cfg, rank: int, device):
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = None
+    if kind in ("frozen", "full"):
+        for name, p in model.named_parameters():
+            p.requires_grad_(kind == "full" or name == "W_E")
+    else:
+        mtype = 6 if kind == "mora6" else 1
+        ad = attach(model, kind.rstrip("16"), rank=rank, mora_type=mtype)
+        with torch.no_grad():
+            for p in ad.parameters():
+                p.normal_(0, 1e-3)
+        opt = torch.optim.AdamW(ad.parameters(), lr=1e-3, weight_decay=0.0)
+    return model, opt
+
+
+def step(model, opt, batch) -> None:
+    logits = fast.forward(model, batch.inputs, batch.answer_pos)
+    F.cross_entropy(logits, batch.targets).backward()
+    if opt is not None:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    else:
+        for p in model.parameters():
+            p.grad = None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    cfg_all = load_config("composition-fast", None, [])
+    data = make_task(cfg_all.task)
+    cfg = cfg_all.model.for_task(data)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(len(data.train), (cfg_all.train.batch_size,), generator=g)
+    batch = data.train.rows(idx).to(device)
+    kinds = ("frozen", "full", "lora", "mora1", "mora6")
+    built = {k: make(k, cfg, args.rank, device) for k in kinds}
+    for k in kinds:  # warm up
+        for _ in range(2):
+            step(*built[k], batch)
+    times = {k: [] for k in kinds}
+    for _ in range(args.rounds):
+        for k in kinds:
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step(*built[k], batch)
+            sync(device)
+            times[k].append((time.perf_counter() - t) / args.steps * 1e3)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    for k in kinds:
+        print(json.dumps({"variant": k, "rank": args.rank, "ms_per_step": round(ms[k], 3),
+                          "vs_frozen": round(ms[k] / ms["frozen"], 3),
+                          "vs_full": round(ms[k] / ms["full"], 3), "device": str(device),
+                          "threads": torch.get_num_threads(), "host": platform.node()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -56,9 +56,11 @@ def test_mora_maps_equal_the_reference_on_activations(d_in, d_out, r_hat, mora_t
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, d_in, generator=g, dtype=torch.float64)
     M = torch.randn(r_hat, r_hat, generator=g, dtype=torch.float64)
-    dW = MoraMaps(d_in, d_out, r_hat, mora_type).delta(M)
+    maps = MoraMaps(d_in, d_out, r_hat, mora_type)
+    dW = maps.delta(M)
     assert dW.shape == (d_in, d_out)
     torch.testing.assert_close(x @ dW, ref_mora(x, M, d_out, mora_type))
+    torch.testing.assert_close(maps.apply(x, M), ref_mora(x, M, d_out, mora_type))
 
 
 def test_r_hat_rule_and_equal_parameter_budgets():
@@ -86,6 +88,19 @@ def test_zero_init_is_identity_then_merge_and_unmerge_are_exact(kind, mora_type)
     randomize(ad)
     adapted = model(TOKENS)
     assert not torch.allclose(adapted, before)
+    # the fused path (x @ W0 + adapter(x)) and the readable one (reads W0 + dW) agree, and so
+    # do the adapters' gradients
+    hooked = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_resid_pre",
+                                                      lambda x, hook: x)])
+    torch.testing.assert_close(hooked, adapted, rtol=1e-5, atol=1e-5)
+    grads = []
+    for out in (model(TOKENS), model.run_with_hooks(
+            TOKENS, fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)])):
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in ad.parameters()])
+        model.zero_grad()
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     ad.merge()
     assert not any(".parametrizations." in n for n, _ in model.named_parameters())
     torch.testing.assert_close(model(TOKENS), adapted)

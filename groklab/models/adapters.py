@@ -9,10 +9,12 @@ fused q/k/v matmul uses), W_O [n_heads, d_head, d_model] as n_heads * d_head -> 
 ``torch.nn.Linear`` weight [out, in] is transposed.
 
 The update is a ``torch.nn.utils.parametrize`` parametrization: reading ``attn.W_Q`` returns
-``W0 + dW``, so every forward path (the hooked forward, the fused kernels, the training fast
-path) sees the adapted weight with no change to the model's code, and the base weight W0 stays
-a frozen tensor underneath. A weight-level delta has one consequence: LoRA's dropout drops
-input features of the update (rows of A) once per forward, not per row of the batch.
+``W0 + dW``, so every code path that reads weights (the hooked forward, analyses, merging) sees
+the adapted weight, and W0 stays a frozen tensor underneath. The fused kernels that training
+runs through (``groklab/models/kernels.py``) instead compute ``x @ W0 + apply_to(x)`` on
+activations, as LoRA and MoRA are meant to run: the same numbers up to float rounding, without
+the d_in x d_out weight gradient that a weight-level delta would cost every step. LoRA's dropout
+acts there, on the adapter's input (as in PEFT); ``dW`` itself never drops.
 
 - LoRA (Hu et al. 2021): ``dW = (alpha / r) A B``, A [d_in, r] Kaiming-uniform(a=sqrt 5) as
   PEFT initialises it, B [r, d_out] zero; alpha defaults to r (scale 1, as MoRA's).
@@ -30,6 +32,7 @@ import fnmatch
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -123,7 +126,8 @@ def resolve_targets(model: nn.Module, patterns) -> list[str]:
 
 
 class Delta(nn.Module):
-    """``W -> W + dW`` for one map; subclasses give ``delta()`` [d_in, d_out]."""
+    """``W -> W + dW`` for one map; subclasses give ``delta()`` [d_in, d_out] and
+    ``apply_to(x)`` = x @ dW on activations [N, d_in] (the fused kernels' path)."""
 
     def __init__(self, layout: str, shape):
         super().__init__()
@@ -146,11 +150,12 @@ class LoRA(Delta):
         self.B = nn.Parameter(torch.zeros(rank, self.d_out))
 
     def delta(self) -> torch.Tensor:
-        A = self.A
-        if self.training and self.dropout > 0:
-            keep = torch.rand(self.d_in, 1, device=A.device) >= self.dropout
-            A = A * keep / (1 - self.dropout)
-        return (A @ self.B) * self.scale
+        return (self.A @ self.B) * self.scale
+
+    def apply_to(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
+        B = self.B if self.scale == 1.0 else self.B * self.scale  # [r, d_out], not [N, d_out]
+        return (x @ self.A) @ B
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"lora_A": self.A, "lora_B": self.B}
@@ -166,6 +171,9 @@ class MoRA(Delta):
 
     def delta(self) -> torch.Tensor:
         return self.maps.delta(self.M)
+
+    def apply_to(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps.apply(x, self.M)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"mora_M": self.M}

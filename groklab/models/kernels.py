@@ -7,6 +7,7 @@ separately so both can be hooked), one fused [d_model, 3 * n_heads * d_head] mat
 v, and ``scaled_dot_product_attention`` (the readable attention materializes scores and pattern
 for their hooks). Inside :func:`math_attention` (the batched trainer's ``vmap``, which has no
 batching rule for the fused CPU attention kernel) attention is computed with plain matmuls.
+A weight that carries an adapter (``adapters.py``) runs as ``x @ W0 + adapter.apply_to(x)``.
 """
 
 from __future__ import annotations
@@ -37,18 +38,42 @@ def layer_norm(ln, x):
     return F.layer_norm(x, x.shape[-1:], ln.w, ln.b, ln.eps)
 
 
+def split_weight(module, name: str):
+    """(W0, adapter) of a weight carrying an adapter (groklab/models/adapters.py: a
+    parametrization with ``apply_to``), else (the weight, None). An adapted map runs as
+    ``x @ W0 + adapter.apply_to(x)``: reading the weight would give W0 + dW, whose gradient
+    costs a d_in x d_out matmul per step that the adapter's own backward does not need."""
+    plist = getattr(module, "parametrizations", None)
+    if plist is not None and name in plist and hasattr(plist[name][0], "apply_to"):
+        return plist[name].original, plist[name][0]
+    return getattr(module, name), None
+
+
+def _adapted(out, x2, adapters, widths):
+    """out + the adapters' outputs, side by side in ``widths`` columns (zeros where none)."""
+    if all(a is None for a in adapters):
+        return out
+    parts = [a.apply_to(x2) if a is not None else x2.new_zeros(x2.shape[0], w)
+             for a, w in zip(adapters, widths)]
+    return out + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+
 def qkv(attn, x):
     # One fused [d_model, 3 * n_heads * d_head] matmul instead of three per-head einsums.
-    h, d, dh = attn.W_Q.shape
-    W = torch.cat([attn.W_Q, attn.W_K, attn.W_V]).permute(1, 0, 2).reshape(d, 3 * h * dh)
+    (Wq, aq), (Wk, ak), (Wv, av) = (split_weight(attn, n) for n in ("W_Q", "W_K", "W_V"))
+    h, d, dh = Wq.shape
+    W = torch.cat([Wq, Wk, Wv]).permute(1, 0, 2).reshape(d, 3 * h * dh)
     b = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(3 * h * dh)
-    out = torch.addmm(b, x.reshape(-1, d), W).view(*x.shape[:-1], 3, h, dh)
-    return out.unbind(-3)
+    x2 = x.reshape(-1, d)
+    out = _adapted(torch.addmm(b, x2, W), x2, (aq, ak, av), (h * dh,) * 3)
+    return out.view(*x.shape[:-1], 3, h, dh).unbind(-3)
 
 
 def out_proj(attn, z):
-    h, dh, d = attn.W_O.shape
-    return torch.addmm(attn.b_O, z.reshape(-1, h * dh), attn.W_O.reshape(h * dh, d))
+    W_O, adapter = split_weight(attn, "W_O")
+    h, dh, d = W_O.shape
+    z2 = z.reshape(-1, h * dh)
+    return _adapted(torch.addmm(attn.b_O, z2, W_O.reshape(h * dh, d)), z2, (adapter,), (d,))
 
 
 def attention(attn, x):
@@ -69,9 +94,12 @@ def attention(attn, x):
 
 
 def mlp(m, x):
-    d = x.shape[-1]
-    pre = torch.addmm(m.b_in, x.reshape(-1, d), m.W_in)
-    return torch.addmm(m.b_out, m.act(pre), m.W_out).view_as(x)
+    (W_in, a_in), (W_out, a_out) = split_weight(m, "W_in"), split_weight(m, "W_out")
+    x2 = x.reshape(-1, x.shape[-1])
+    pre = _adapted(torch.addmm(m.b_in, x2, W_in), x2, (a_in,), (W_in.shape[1],))
+    post = m.act(pre)
+    out = _adapted(torch.addmm(m.b_out, post, W_out), post, (a_out,), (W_out.shape[1],))
+    return out.view_as(x)
 
 
 def block(blk, resid):

@@ -88,16 +88,19 @@ class MoraMaps:
         else:
             self.fold = fold  # [d_in, n r_hat]
             self.rot = rotation_matrices(r_hat, n)  # [n, r_hat, r_hat]
+            self.cos, self.sin = rotation_tables(r_hat, n)  # [n, r_hat] each
             width = n * r_hat  # concatenated outputs, cut to d_out or tiled
             self.cols = torch.arange(d_out) % width
+        self.index = fold_index(d_in, r_hat)
         self._cast: dict = {}
 
     def _tables(self, like: torch.Tensor):
         key = (like.dtype, like.device)
         if key not in self._cast:
-            names = ("compress",) if self.type == 1 else ("fold", "rot")
+            names = ("compress",) if self.type == 1 else ("fold", "rot", "cos", "sin")
             self._cast[key] = {n: getattr(self, n).to(like) for n in names}
             self._cast[key]["cols"] = self.cols.to(like.device)
+            self._cast[key]["index"] = self.index.to(like.device)
         return self._cast[key]
 
     def delta(self, M: torch.Tensor) -> torch.Tensor:
@@ -107,3 +110,15 @@ class MoraMaps:
         blocks = t["rot"] @ M  # [n, r_hat, r_hat]: R_c M
         full = t["fold"] @ torch.block_diag(*blocks.unbind(0))  # [d_in, n r_hat]
         return full.index_select(1, t["cols"])
+
+    def apply(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """``x @ delta(M)`` for x [N, d_in], computed on activations as the reference does
+        (what the training path runs: O(N r_hat^2), not O(N d_in d_out))."""
+        t = self._tables(M)
+        n, r = len(self.index) // self.r_hat, self.r_hat
+        chunks = x.index_select(1, t["index"]).view(-1, n, r)  # padding wraps
+        if self.type == 1:
+            return (chunks.sum(1) @ M).index_select(1, t["cols"])
+        half = torch.cat([-chunks[..., r // 2:], chunks[..., : r // 2]], -1)
+        rotated = chunks * t["cos"] + half * t["sin"]
+        return (rotated @ M).reshape(-1, n * r).index_select(1, t["cols"])

@@ -20,8 +20,9 @@ nothing trains, are the composition probes, split by which hop is new:
 * ``compose_both``: both hops new.
 
 Paths through an OOD atomic fact are left out (the base model never composes those either).
-The training split is the new facts as atomic rows, plus ``replay`` x as many rows drawn from
-the run's own training split; retention is read on the run's probes (``atomic_id``,
+The training split is the new facts as atomic rows; with ``replay`` r, every training batch
+adds round(r x n_facts) rows drawn afresh from the run's own training split (the trainer draws
+them: ``groklab/train/inject.py``). Retention is read on the run's probes (``atomic_id``,
 ``train_inferred``, ``test_id``, ...), all kept.
 """
 
@@ -187,15 +188,10 @@ class Tokens:
                       "hop1": np.column_stack([h, r1, b]), "hop2": np.column_stack([b, r2, t])})
 
 
-def _cat(a: Split, b: Split) -> Split:
-    return Split(torch.cat([a.inputs, b.inputs]), torch.cat([a.answer_pos, b.answer_pos]),
-                 torch.cat([a.targets, b.targets]),
-                 {k: np.concatenate([a.meta[k], b.meta[k]]) for k in a.meta if k in b.meta})
-
-
 def injection_data(data: TaskData, facts: np.ndarray, replay: float = 0.0, seed: int = 0,
                    probe_size: int = 1000) -> TaskData:
-    """The data an injection trains on (the new facts, plus replayed rows) and is scored on."""
+    """The data an injection trains on (the new facts) and is scored on; ``info["n_replay"]``
+    old rows join every batch."""
     tails, _, n_ent, n_rel = _graph(data)
     n_new_ent = int(max(0, facts[:, [0, 2]].max() + 1 - n_ent))
     tok = Tokens(n_ent, n_rel)
@@ -204,10 +200,6 @@ def injection_data(data: TaskData, facts: np.ndarray, replay: float = 0.0, seed:
     if replay < 0:
         raise TaskError(f"--replay {replay} is negative; it must be >= 0")
     n_replay = round(replay * len(facts))
-    if n_replay:
-        idx = np.sort(rng.choice(len(data.train), size=min(n_replay, len(data.train)),
-                                 replace=False))
-        train = _cat(train, data.train.subset(idx))
     probes = {"new": tok.atomic(facts)}
     for kind, p in compose_paths(data, facts).items():
         if len(p):

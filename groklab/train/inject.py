@@ -27,7 +27,7 @@ from groklab.lock import RunLock
 from groklab.models.adapters import DEFAULT_TARGETS, attach
 from groklab.models.grow import grow_vocab, new_token_params, train_new_rows_only
 from groklab.rundir import atomic_save_safetensors, atomic_write_text, load_run
-from groklab.tasks import TaskError
+from groklab.tasks import Split, TaskError
 from groklab.tasks.new_facts import injection_data, make_facts
 from groklab.train.loop import Run
 from groklab.train.setup import config_yaml, prepare_out_dir
@@ -45,7 +45,7 @@ class InjectConfig(BaseModel):
     mora_type: int = 1
     targets: tuple[str, ...] = DEFAULT_TARGETS
     last_layers: int = 1
-    replay: float = 0.0  # old training rows per new fact
+    replay: float = 0.0  # old training rows per new fact in every batch, drawn afresh
     probe_size: int = 1000  # rows per evaluation probe (composition and retention)
     steps: int = 300
     lr: float = 1e-3
@@ -73,19 +73,21 @@ def effective_state_dict(model) -> dict[str, torch.Tensor]:
 class InjectRun(Run):
     """A :class:`Run` over an already built, adapted model."""
 
-    def __init__(self, cfg, out: Path, data, model, adapters, params, extra: dict):
+    def __init__(self, cfg, out: Path, data, model, adapters, params, extra: dict,
+                 replay_pool=None):
         super().__init__(cfg, out, data=data)
         self.model = model.to(self.device)
+        self.replay_pool = None if replay_pool is None else replay_pool.to(self.device)
         self.adapters, self.extra = adapters, extra
         tc = cfg.train
         self.optimizer = torch.optim.AdamW(params, betas=tuple(tc.betas), eps=tc.eps, lr=tc.lr)
         self.accel = type(self.accel)(tc, self.model, self.optimizer)
 
     @classmethod
-    def begin(cls, cfg, out: Path, data, model, adapters, params, extra,
+    def begin(cls, cfg, out: Path, data, model, adapters, params, extra, replay_pool=None,
               command: str | None = None) -> "InjectRun":
         prepare_out_dir(out)
-        run = cls(cfg, out, data, model, adapters, params, extra)
+        run = cls(cfg, out, data, model, adapters, params, extra, replay_pool)
         run.lock = RunLock(out).acquire()
         Path(out).mkdir(parents=True, exist_ok=True)
         resolved = cfg.model_copy(update={"model": model.cfg})
@@ -94,6 +96,19 @@ class InjectRun(Run):
         atomic_write_text(run.dir.path / "injection.json", json.dumps(extra, indent=1) + "\n")
         run.dir.ckpt_dir.mkdir(exist_ok=True)
         return run
+
+    def draw_batch(self) -> Split:
+        """The new facts (all, or a draw), plus n_replay old rows drawn afresh."""
+        new = super().draw_batch()
+        n = self.extra["info"]["n_replay"]
+        if not n:
+            return new
+        idx = torch.randint(len(self.replay_pool), (n,), device=self.device,
+                            generator=self.generator)
+        old = self.replay_pool.rows(idx)
+        return Split(torch.cat([new.inputs, old.inputs]),
+                     torch.cat([new.answer_pos, old.answer_pos]),
+                     torch.cat([new.targets, old.targets]))
 
     def snapshot(self) -> None:
         atomic_save_safetensors(self.dir.checkpoint_path(self.step),
@@ -125,7 +140,7 @@ class InjectRun(Run):
 
 def prepare(run_dir: str | Path, ic: InjectConfig):
     """Everything checked and built before anything is written: base run, data, adapted model,
-    trainable parameters, the run config and the injection record."""
+    trainable parameters, the run config, the injection record and the replay pool."""
     base = load_run(run_dir)
     if base.config.task.name != "composition":
         raise TaskError(f"'{run_dir}' is a {base.config.task.name} run; fact injection needs a "
@@ -164,14 +179,14 @@ def prepare(run_dir: str | Path, ic: InjectConfig):
     extra = {"base_run": str(Path(run_dir).resolve()), "inject": ic.model_dump(mode="json"),
              "adapter": {**adapters.config(), "n_params": n_params},
              "n_params": n_params, "info": idata.info, "facts": facts.tolist()}
-    return cfg, idata, model, adapters, params, extra
+    return cfg, idata, model, adapters, params, extra, data.train
 
 
 def start_injection(run_dir: str | Path, out: str | Path, ic: InjectConfig,
                     command: str | None = None) -> InjectRun:
     """Check and build everything, then create OUT (bad input raises before anything exists)."""
-    cfg, idata, model, adapters, params, extra = prepare(run_dir, ic)
-    return InjectRun.begin(cfg, Path(out), idata, model, adapters, params, extra, command)
+    cfg, idata, model, adapters, params, extra, pool = prepare(run_dir, ic)
+    return InjectRun.begin(cfg, Path(out), idata, model, adapters, params, extra, pool, command)
 
 
 def inject(run_dir: str | Path, out: str | Path, ic: InjectConfig, *, progress: bool = False,

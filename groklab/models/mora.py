@@ -88,7 +88,6 @@ class MoraMaps:
         else:
             self.fold = fold  # [d_in, n r_hat]
             self.rot = rotation_matrices(r_hat, n)  # [n, r_hat, r_hat]
-            self.cos, self.sin = rotation_tables(r_hat, n)  # [n, r_hat] each
             width = n * r_hat  # concatenated outputs, cut to d_out or tiled
             self.cols = torch.arange(d_out) % width
         self.index = fold_index(d_in, r_hat)
@@ -97,7 +96,7 @@ class MoraMaps:
     def _tables(self, like: torch.Tensor):
         key = (like.dtype, like.device)
         if key not in self._cast:
-            names = ("compress",) if self.type == 1 else ("fold", "rot", "cos", "sin")
+            names = ("compress",) if self.type == 1 else ("fold", "rot")
             self._cast[key] = {n: getattr(self, n).to(like) for n in names}
             self._cast[key]["cols"] = self.cols.to(like.device)
             self._cast[key]["index"] = self.index.to(like.device)
@@ -113,12 +112,24 @@ class MoraMaps:
 
     def apply(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         """``x @ delta(M)`` for x [N, d_in], computed on activations as the reference does
-        (what the training path runs: O(N r_hat^2), not O(N d_in d_out))."""
+        (what the training path runs: O(N r_hat^2), not O(N d_in d_out)). Slices, sums and
+        repeats rather than gathers: their backwards are cheap where index_add is not."""
         t = self._tables(M)
-        n, r = len(self.index) // self.r_hat, self.r_hat
-        chunks = x.index_select(1, t["index"]).view(-1, n, r)  # padding wraps
+        r = self.r_hat
+        n = len(self.index) // r
+        pad = n * r - self.d_in
+        if pad == 0:
+            xp = x
+        elif pad <= self.d_in:
+            xp = torch.cat([x, x[:, :pad]], 1)  # the reference's padding
+        else:
+            xp = x.index_select(1, t["index"])  # wraps more than once
+        chunks = xp.view(-1, n, r)
         if self.type == 1:
-            return (chunks.sum(1) @ M).index_select(1, t["cols"])
-        half = torch.cat([-chunks[..., r // 2:], chunks[..., : r // 2]], -1)
-        rotated = chunks * t["cos"] + half * t["sin"]
-        return (rotated @ M).reshape(-1, n * r).index_select(1, t["cols"])
+            y = chunks.sum(1) @ M
+        else:  # chunk c through R_c M: one batched matmul
+            y = (chunks.transpose(0, 1) @ (t["rot"] @ M)).transpose(0, 1).reshape(-1, n * r)
+        width = y.shape[1]
+        if width < self.d_out:
+            y = y.repeat(1, -(-self.d_out // width))
+        return y[:, : self.d_out]

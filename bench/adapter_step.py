@@ -10,10 +10,9 @@ alike (median over rounds):
   forward-backward, no optimizer);
 - ``lora`` / ``mora1`` / ``mora6``: a whole adapter step (forward, backward, AdamW on the
   adapter), at LoRA rank --rank and MoRA at the same parameter count, as training runs it
-  (the fused kernels compute ``x @ W0 + adapter(x)`` on activations);
-- ``lora-w`` / ``mora1-w`` / ``mora6-w``: the same steps with the adapter read as a weight
-  (``W0 + dW`` in the matmul: what the kernels did before they split adapted weights), for
-  the comparison between the two formulations.
+  (the adapter read as one weight W0 + dW);
+- ``lora-act`` / ``mora1-act`` / ``mora6-act``: the same steps with the fused kernels running
+  the adapters on activations (``x @ W0 + adapter(x)``, ``kernels.ACTIVATION_ADAPTERS``).
 
 Prints one JSON line per variant (ms per step, ratio to frozen and to full; the issue's target:
 an adapter step <= 1.1x the frozen forward-backward).
@@ -51,7 +50,7 @@ def make(kind: str, cfg, rank: int, device):
         for name, p in model.named_parameters():
             p.requires_grad_(kind == "full" or name == "W_E")
     else:
-        ad = attach(model, kind.removesuffix("-w").rstrip("16"), rank=rank,
+        ad = attach(model, kind.removesuffix("-act").rstrip("16"), rank=rank,
                     mora_type=6 if kind.startswith("mora6") else 1)
         with torch.no_grad():
             for p in ad.parameters():
@@ -60,18 +59,12 @@ def make(kind: str, cfg, rank: int, device):
     return model, opt
 
 
-def _whole_weight(module, name):
-    return getattr(module, name), None
-
-
-def step(model, opt, batch, weight_level: bool = False) -> None:
-    if weight_level:
-        split, kernels.split_weight = kernels.split_weight, _whole_weight
+def step(model, opt, batch, on_activations: bool = False) -> None:
+    kernels.ACTIVATION_ADAPTERS = on_activations
     try:
         logits = fast.forward(model, batch.inputs, batch.answer_pos)
     finally:
-        if weight_level:
-            kernels.split_weight = split
+        kernels.ACTIVATION_ADAPTERS = False
     F.cross_entropy(logits, batch.targets).backward()
     if opt is not None:
         opt.step()
@@ -96,18 +89,18 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(len(data.train), (cfg_all.train.batch_size,), generator=g)
     batch = data.train.rows(idx).to(device)
-    kinds = ("frozen", "full", "lora", "mora1", "mora6", "lora-w", "mora1-w", "mora6-w")
+    kinds = ("frozen", "full", "lora", "mora1", "mora6", "lora-act", "mora1-act", "mora6-act")
     built = {k: make(k, cfg, args.rank, device) for k in kinds}
     for k in kinds:  # warm up
         for _ in range(2):
-            step(*built[k], batch, k.endswith("-w"))
+            step(*built[k], batch, k.endswith("-act"))
     times = {k: [] for k in kinds}
     for _ in range(args.rounds):
         for k in kinds:
             sync(device)
             t = time.perf_counter()
             for _ in range(args.steps):
-                step(*built[k], batch, k.endswith("-w"))
+                step(*built[k], batch, k.endswith("-act"))
             sync(device)
             times[k].append((time.perf_counter() - t) / args.steps * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}

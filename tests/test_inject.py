@@ -45,6 +45,14 @@ def test_a_tiny_injection_learns_the_new_facts(base, tmp_path, adapter, facts):
     key = "mora_M" if adapter == "mora" else "lora_B"
     assert any(k.endswith(key) for k in tensors)
     info = json.loads((tmp_path / "inj" / "injection.json").read_text())
+    if adapter == "mora":  # its update is high-rank: more significant singular values than 4
+        from groklab.analysis.injection import run as injection
+
+        result = injection(tmp_path / "inj", n_examples=50)
+        assert result.summary()["median_significant"] > 4
+        assert set(result.lens) == {"compose_first", "compose_second", "test_id"}
+        result.save(tmp_path / "inj")
+        assert (tmp_path / "inj" / "figures" / "injection.png").is_file()
     merged = load_run(tmp_path / "inj").model()  # the merged weights read back as a run
     W_E = load_run(base).model().W_E
     if facts == "new-entities":
@@ -52,6 +60,8 @@ def test_a_tiny_injection_learns_the_new_facts(base, tmp_path, adapter, facts):
         assert n_new >= 1 and merged.W_E.shape[0] == W_E.shape[0] + n_new
         assert torch.equal(merged.W_E[: W_E.shape[0]], W_E)  # old rows frozen
         assert torch.equal(tensors["W_E.new_rows"], merged.W_E[W_E.shape[0]:])
+    # trainable = the adapter tensors (+ the new token rows), not the frozen table
+    assert info["n_params"] == sum(t.numel() for t in tensors.values())
 
 
 def test_bad_input_is_one_line_exit_2_and_nothing_written(base, tmp_path):

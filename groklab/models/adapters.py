@@ -9,12 +9,13 @@ fused q/k/v matmul uses), W_O [n_heads, d_head, d_model] as n_heads * d_head -> 
 ``torch.nn.Linear`` weight [out, in] is transposed.
 
 The update is a ``torch.nn.utils.parametrize`` parametrization: reading ``attn.W_Q`` returns
-``W0 + dW``, so every code path that reads weights (the hooked forward, analyses, merging) sees
-the adapted weight, and W0 stays a frozen tensor underneath. The fused kernels that training
-runs through (``groklab/models/kernels.py``) instead compute ``x @ W0 + apply_to(x)`` on
-activations, as LoRA and MoRA are meant to run: the same numbers up to float rounding, without
-the d_in x d_out weight gradient that a weight-level delta would cost every step. LoRA's dropout
-acts there, on the adapter's input (as in PEFT); ``dW`` itself never drops.
+``W0 + dW``, so every code path (the hooked forward, the fused kernels, the training fast path,
+analyses, merging) sees the adapted weight, and W0 stays a frozen tensor underneath. Each
+adapter also computes ``x @ dW`` on activations (``apply_to``, as LoRA and MoRA are usually
+run); the fused kernels use it when ``kernels.ACTIVATION_ADAPTERS`` is on. It is off: at this
+project's sizes on a CPU the weight read is faster (``bench/adapter_step.py``). LoRA's dropout
+on the weight path drops input features of dW (rows of A) once per forward; on the activation
+path it drops input elements, as in PEFT; merges and analyses read dW without dropout.
 
 - LoRA (Hu et al. 2021): ``dW = (alpha / r) A B``, A [d_in, r] Kaiming-uniform(a=sqrt 5) as
   PEFT initialises it, B [r, d_out] zero; alpha defaults to r (scale 1, as MoRA's).
@@ -150,7 +151,11 @@ class LoRA(Delta):
         self.B = nn.Parameter(torch.zeros(rank, self.d_out))
 
     def delta(self) -> torch.Tensor:
-        return (self.A @ self.B) * self.scale
+        A = self.A
+        if self.training and self.dropout > 0:
+            keep = torch.rand(self.d_in, 1, device=A.device) >= self.dropout
+            A = A * keep / (1 - self.dropout)
+        return (A @ self.B) * self.scale
 
     def apply_to(self, x: torch.Tensor) -> torch.Tensor:
         x = F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x

@@ -176,6 +176,9 @@ def prepare(run_dir: str | Path, ic: InjectConfig):
     tree["model"].update(d_vocab=-1, d_vocab_out=-1)  # from the (grown) vocabulary
     cfg = build_config(tree)
     n_params = sum(p.numel() for g in params for p in g["params"])
+    if idata.info["n_new_entities"] and ic.adapter != "full":  # only the new tokens train
+        vocab = model.cfg.d_vocab
+        n_params -= sum(p.numel() // vocab * first_new for p in params[-1]["params"])
     extra = {"base_run": str(Path(run_dir).resolve()), "inject": ic.model_dump(mode="json"),
              "adapter": {**adapters.config(), "n_params": n_params},
              "n_params": n_params, "info": idata.info, "facts": facts.tolist()}

@@ -22,6 +22,8 @@ def studies() -> dict[str, Study]:
 
 def get(name: str) -> Study:
     known = studies()
+    if name not in known and name.replace("_", "-") in known:  # the module's spelling
+        name = name.replace("_", "-")
     if name not in known:
         close = difflib.get_close_matches(name, list(known), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

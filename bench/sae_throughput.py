@@ -50,7 +50,7 @@ a = json.load(open(f"{d}/args.json"))
 torch.manual_seed(a["seed"])
 sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=a["d_sae"], k=a["k"]))
 cfg = SAETrainerConfig(total_training_samples=a["steps"] * a["batch"],
-                       train_batch_size_samples=a["batch"], lr=a["lr"], device="cpu",
+                       train_batch_size_samples=a["batch"], lr=a["lr"], lr_end=a["lr"], device="cpu",
                        logger=LoggingConfig(log_to_wandb=False))
 trainer = SAETrainer(cfg, sae, (acts[order[i % len(order)]] for i in itertools.count()))
 t0 = time.perf_counter()

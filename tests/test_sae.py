@@ -60,7 +60,7 @@ def test_sparsity_rules_of_batchtopk_jumprelu_and_topk():
     tk = SAEBank(SAEConfig(kind="topk", d_in=24, d_sae=48, k=5), 2)
     assert int((tk.encode(x.expand(2, -1, -1)) > 0).sum(-1).max()) <= 5
     jr = SAEBank(SAEConfig(kind="jumprelu", d_in=24, d_sae=48, init_threshold=0.05), 1)
-    loss, f = jr.loss(x, None)
+    loss, _, f = jr.loss(x, None)
     assert ((f == 0) | (jr.pre(x) > 0.05)).all()
     loss.backward()  # the straight-through estimator gives the threshold a gradient
     assert jr.threshold.grad is not None and jr.threshold.grad.abs().sum() > 0
@@ -72,6 +72,35 @@ def test_sparsity_rules_of_batchtopk_jumprelu_and_topk():
     th = trained.threshold[0]
     assert th.min() > 0 and torch.allclose(th, th[0].expand_as(th))
     assert 1.0 < float(evaluate(trained, X[None])["l0"][0]) < 3 * 3
+
+
+def test_sparse_topk_loss_equals_the_dense_saelens_form():
+    """Only the k picks enter the graph, yet loss and gradients are those of SAELens' dense
+    form (ReLU(pre * n) decoded as f / n, plus AuxK on dead latents)."""
+    X, _ = planted(4, n=300, d=24, m=32)
+    bank = SAEBank(SAEConfig(kind="topk", d_in=24, d_sae=40, k=4), 2)
+    with torch.no_grad():
+        bank.W_dec.mul_(torch.rand(2, 40, 1) + 0.5)  # uneven decoder norms
+        bank.b_enc.normal_()
+    x = torch.stack([X[:128], X[128:256]])
+    dead = torch.rand(2, 40) < 0.4
+    grads = []
+    for sparse in (True, False):
+        if sparse:
+            loss, fired, _ = bank.loss(x, dead)
+        else:
+            pre = bank.pre(x)
+            f = bank.activate(pre, train=True)
+            x_hat = bank.decode(f)
+            loss = ((x_hat - x).pow(2).sum(-1).mean(-1)
+                    + bank._aux_loss(x - x_hat.detach(), pre, dead)).sum()
+            torch.testing.assert_close(fired, (f > 0).any(1))
+        bank.zero_grad()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in bank.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["standard", "topk", "batchtopk", "jumprelu"])

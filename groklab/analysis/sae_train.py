@@ -179,8 +179,11 @@ class SAEBank(torch.nn.Module):
 
     # --- training ------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, dead: torch.Tensor | None):
-        """Total loss (summed over members: they share no parameter) and the activations."""
+        """Total loss (summed over members: they share no parameter), which features fired
+        [H, d_sae], and the activations [H, batch, d_sae] (None on the sparse TopK path)."""
         cfg = self.cfg
+        if cfg.kind == "topk":
+            return self._topk_loss(x, dead)
         pre = self.pre(x)
         f = self.activate(pre, train=True)
         x_hat = self.decode(f)
@@ -192,7 +195,48 @@ class SAEBank(torch.nn.Module):
             loss = loss + cfg.l0 * step.sum(-1).mean(-1)
         elif self.rescale and dead is not None and cfg.aux_coefficient:
             loss = loss + cfg.aux_coefficient * self._aux_loss(x - x_hat.detach(), pre, dead)
-        return loss.sum(), f
+        return loss.sum(), (f > 0).any(1), f
+
+    def _sparse_decode(self, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """sum_j w_j W_dec[idx_j] for k picks per input ([H, B, k]), as one embedding bag:
+        k rows of the decoder per input instead of a dense [B, d_sae] x [d_sae, d_in]."""
+        H, B, k = idx.shape
+        m, d = self.W_dec.shape[1:]
+        off = (torch.arange(H, device=idx.device) * m).view(H, 1, 1)
+        out = torch.nn.functional.embedding_bag(
+            (idx + off).reshape(H * B, k), self.W_dec.reshape(H * m, d),
+            per_sample_weights=w.reshape(H * B, k), mode="sum")
+        return out.view(H, B, d)
+
+    def _topk_loss(self, x: torch.Tensor, dead: torch.Tensor | None):
+        """TopK's loss with only the k picks in the graph. With decoder-norm rescaling the
+        feature is ReLU(pre_i n_i) and the decoder reads it divided by n_i, so the
+        reconstruction is sum_i ReLU(pre_i) W_dec,i and n only steers the selection (made
+        without gradient, as a top-k's indices carry none): the same loss and gradients as the
+        dense form, without its dense decode."""
+        cfg = self.cfg
+        raw = torch.baddbmm(self.b_enc[:, None], x - self.b_dec[:, None], self.W_enc)
+        with torch.no_grad():
+            sel = raw * self.dec_norm()[:, None] if self.rescale else raw
+            idx = sel.topk(int(cfg.k), dim=-1, sorted=False).indices
+        vals = raw.gather(-1, idx).relu()
+        x_hat = self._sparse_decode(idx, vals) + self.b_dec[:, None]
+        loss = (x_hat - x).pow(2).sum(-1).mean(-1)
+        if dead is not None and cfg.aux_coefficient:
+            k_aux = cfg.d_in // 2
+            scale = (dead.sum(-1) / max(k_aux, 1)).clamp(max=1.0)
+            with torch.no_grad():
+                masked = torch.where(dead[:, None], sel, torch.tensor(-torch.inf,
+                                                                      dtype=sel.dtype))
+                v, i = masked.topk(min(k_aux, sel.shape[-1]), dim=-1, sorted=False)
+            w = torch.where(torch.isfinite(v), raw.gather(-1, i), torch.zeros_like(v))
+            residual = (x - x_hat).detach()
+            aux = (self._sparse_decode(i, w) - residual).pow(2).sum(-1).mean(-1)
+            loss = loss + cfg.aux_coefficient * scale * aux
+        with torch.no_grad():
+            counts = torch.zeros(raw.shape[0], raw.shape[-1], dtype=vals.dtype)
+            fired = counts.scatter_add_(1, idx.flatten(1), (vals > 0).to(vals.dtype).flatten(1))
+        return loss.sum(), fired > 0, None
 
     def _aux_loss(self, residual, pre, dead):
         """Gao et al.'s AuxK loss with SAELens' scaling, for every member at once; members
@@ -238,7 +282,8 @@ def train_bank(acts: torch.Tensor, cfg: SAEConfig, log=None) -> tuple[SAEBank, d
     H, N, d = acts.shape
     cfg.d_in = d
     bank = SAEBank(cfg, H)
-    opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    # fused: one kernel per step for all parameters (CPU too), the same update as foreach
+    opt = torch.optim.Adam(bank.parameters(), lr=cfg.lr, betas=(0.9, 0.999), fused=True)
     since_fired = torch.zeros(H, cfg.d_sae)
     t0 = time.perf_counter()
     for step, idx in enumerate(batch_indices(N, cfg)):
@@ -247,9 +292,8 @@ def train_bank(acts: torch.Tensor, cfg: SAEConfig, log=None) -> tuple[SAEBank, d
             with torch.no_grad():
                 bank.threshold.clamp_(min=0.0)
         dead = since_fired > cfg.dead_window if step > cfg.dead_window else None
-        loss, f = bank.loss(x, dead)
+        loss, fired, f = bank.loss(x, dead)
         with torch.no_grad():
-            fired = (f > 0).any(1)
             since_fired += 1
             since_fired[fired] = 0
             if cfg.kind == "batchtopk":

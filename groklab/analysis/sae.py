@@ -214,7 +214,8 @@ class SAEResult:
 
     def plot(self):
         plt = pyplot()
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+        probes = sorted({k.split(".")[0] for k in self.probes})
+        fig, axes = plt.subplots(1, 4 + bool(probes), figsize=(13 + 3 * bool(probes), 3.2))
         for ax, key, title in zip(axes, ("l0", "explained_variance", "ce_score"),
                                   ("L0", "explained variance", "loss recovered")):
             for h, hook in enumerate(self.hooks):
@@ -227,6 +228,14 @@ class SAEResult:
             axes[3].hist(np.log10(freq[freq > 0]), bins=30, alpha=0.6, label=hook)
         axes[3].set_xlabel("log10 feature firing frequency (last step)")
         axes[3].set_title("feature density", fontsize=9)
+        for var in probes[:2]:  # the variables' probes: linear on codes, one feature per value
+            for h, hook in enumerate(self.hooks):
+                for meas, style in (("probe_acc", "-"), ("feature_decoder_acc", ":")):
+                    axes[4].plot(self.steps, self.probes[f"{var}.{meas}"][:, h], style,
+                                 marker="o", ms=3, color=f"C{h}", label=f"{var} {meas} {hook}")
+            axes[4].set_title("decoding " + ", ".join(probes[:2]) + " from codes", fontsize=9)
+            axes[4].set_xlabel("checkpoint step")
+            axes[4].legend(fontsize=5)
         fig.suptitle(f"sparse autoencoders ({self.config['kind']}), {self.task}", fontsize=10)
         fig.tight_layout()
         return fig

@@ -73,6 +73,8 @@ with torch.no_grad():
                              "max_abs_recon_diff": float(
                                  (loaded.decode(g) - torch.from_numpy(
                                      np.load(f"{d}/groklab_recon.npy"))).abs().max())}
+    sae.save_inference_model(f"{d}/saelens_sae")
+    np.save(f"{d}/saelens_codes.npy", sae.encode(acts[:2000]).numpy())
 print(json.dumps(out))
 '''
 
@@ -154,6 +156,15 @@ def main() -> None:
             if p.returncode != 0:
                 sys.exit(f"SAELens side failed:\n{p.stderr[-3000:]}")
             sl = json.loads(p.stdout.strip().splitlines()[-1])
+            if r == 0:  # and the other way: groklab reads the folder SAELens saved
+                from groklab.analysis.sae_format import load_sae
+
+                back, back_cfg = load_sae(Path(tmp) / "saelens_sae")
+                with torch.no_grad():
+                    diff = (back.encode(acts[None, :2000])[0]
+                            - torch.from_numpy(np.load(f"{tmp}/saelens_codes.npy"))).abs().max()
+                read_back = (f"{back_cfg['architecture']} d_sae {back_cfg['d_sae']}, codes "
+                             f"match SAELens' to {float(diff):.1e}")
             theirs.append(sl["seconds"])
             print(f"round {r + 1}: groklab {ours[-1]:.2f} s (L0 {float(ev['l0'][0]):.2f}, EV "
                   f"{float(ev['explained_variance'][0]):.4f}); SAELens {sl['seconds']:.2f} s "
@@ -167,6 +178,7 @@ def main() -> None:
           f"{sl['explained_variance']:12.4f}")
     print(f"groklab / SAELens speed: {best_t / best_o:.2f}x")
     print(f"SAELens SAE.load_from_disk on the groklab folder: {json.dumps(sl['load_from_disk'])}")
+    print(f"groklab load_sae on the SAELens-saved folder: {read_back}")
 
 
 if __name__ == "__main__":

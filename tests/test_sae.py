@@ -144,7 +144,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sae") / "run"
     sets = ["task.entities=40", "task.relations=6", "task.out_degree=3", "task.phi=2.0",
             "model.n_layers=2", "model.d_model=32", "model.n_heads=2", "train.batch_size=128",
-            "train.lr=3e-3", "train.steps=100", "train.checkpoint_every=50"]
+            "train.lr=3e-3", "train.steps=40", "train.checkpoint_every=20"]
     Run.start(load_config("composition", None, sets), out).train()
     return out
 

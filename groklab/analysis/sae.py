@@ -5,10 +5,10 @@ variables, and every SAE saved in SAELens' format (docs/methods.md section "Spar
 autoencoders").
 
 Per checkpoint: the activations of every hook asked for (``hooks``, default the middle
-residual stream ``blocks.{n_layers // 2}.hook_resid_pre``) at ``position`` ("answer", "all"
-positions up to the answer, or one index: composition's r1 is 1) are collected from the
-training rows in chunks of forward passes, for that checkpoint only; hook points of one width
-train as one :class:`~groklab.analysis.sae_train.SAEBank` (stacked weights, bmm). Measures are
+residual stream ``blocks.{n_layers // 2}.hook_resid_pre``; one layer: ``hook_resid_mid``) at
+``position`` ("answer", "all" positions up to the answer, or one index: composition's r1 is 1)
+are collected from the training rows in chunks of forward passes, for that checkpoint only;
+hook points of one width train as one :class:`~groklab.analysis.sae_train.SAEBank` (stacked weights, bmm). Measures are
 on ``eval_rows`` rows of a probe split (default: train_inferred where the task has it):
 
 * ``l0``, ``explained_variance`` (1 - E||x - x_hat||^2 / (E||x||^2 - ||E x||^2)), ``dead`` (the
@@ -49,7 +49,12 @@ SCALARS = ("l0", "explained_variance", "dead", "mse", "ce_clean", "ce_sae", "ce_
 
 
 def default_hook(model) -> str:
-    return f"blocks.{model.cfg.n_effective_layers // 2}.hook_resid_pre"
+    """The middle of the residual stream; a one-layer model's is between attention and MLP
+    (its block input at the answer is only that token's embedding)."""
+    n = model.cfg.n_effective_layers
+    if n == 1 and "blocks.0.hook_resid_mid" in model.hook_dict:
+        return "blocks.0.hook_resid_mid"
+    return f"blocks.{n // 2}.hook_resid_pre"
 
 
 def check_hooks(model, hooks) -> list[str]:

@@ -335,5 +335,9 @@ def evaluate(bank: SAEBank, acts: torch.Tensor, chunk: int = 4096) -> dict[str, 
         freq += active.sum(1).double()
     x64 = acts.double()
     var = x64.pow(2).sum(-1).mean(-1) - x64.mean(1).pow(2).sum(-1)
-    return {"l0": l0 / N, "explained_variance": 1 - (err / N) / var.clamp_min(1e-30),
+    # inputs that barely vary (one token's embedding) have no variance to explain: NaN
+    total = x64.pow(2).sum(-1).mean(-1)
+    ev = torch.where(var > 1e-9 * total, 1 - (err / N) / var.clamp_min(1e-30),
+                     torch.tensor(float("nan"), dtype=torch.float64))
+    return {"l0": l0 / N, "explained_variance": ev,
             "mse": err / N, "dead": (freq == 0).double().mean(-1), "frequency": freq / N}

@@ -85,6 +85,7 @@ def test_analyze_llc_over_checkpoints(tmp_path):
     meta = json.loads((run_dir / "analysis" / "llc.json").read_text())
     assert set(meta["marks"]) == {"memorization_step", "generalization_step_id",
                                   "generalization_step_ood"}
+    assert {"acc/train_inferred", "acc/test_id"} <= set(meta["curves"])  # beside the LLC
     assert (run_dir / "figures" / "llc.png").exists() and "local learning" in res.output
     bad = CliRunner().invoke(app, ["analyze", str(run_dir), "--llc", "--opt", "llc.lr=-1"])
     assert bad.exit_code == 2 and "lr must be positive" in bad.output

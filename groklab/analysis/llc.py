@@ -142,6 +142,7 @@ class LLCResult:
     init_loss: np.ndarray = field(repr=False)
     settings: dict = field(default_factory=dict)
     marks: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)  # "acc/<split>" -> [[step, value], ...]
 
     @property
     def mean(self) -> np.ndarray:
@@ -178,7 +179,15 @@ class LLCResult:
                 ax.axvline(self.marks[key], color=color, ls="--", lw=1, label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("estimated LLC")
-        ax.legend(fontsize=7)
+        if self.curves:  # accuracy on a second axis: where the LLC moves against the curves
+            acc = ax.twinx()
+            for i, (name, pts) in enumerate(self.curves.items()):
+                pts = np.asarray(pts, dtype=float)
+                acc.plot(pts[:, 0], pts[:, 1], ":", lw=1, color=f"C{4 + i}", label=name)
+            acc.set_ylim(-0.02, 1.02)
+            acc.set_ylabel("accuracy")
+            acc.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
         ax.set_title(f"local learning coefficient over training, {self.task}", fontsize=10)
         fig.tight_layout()
         return fig
@@ -187,7 +196,7 @@ class LLCResult:
         """RUN/analysis/llc.npz (+ .json) and RUN/figures/llc.png."""
         run_dir = Path(run_dir)
         meta = {"task": self.task, "steps": self.steps.tolist(), "settings": self.settings,
-                "marks": self.marks, "llc_mean": [round(float(v), 4) for v in self.mean],
+                "marks": self.marks, "curves": self.curves, "llc_mean": [round(float(v), 4) for v in self.mean],
                 "llc_std": [round(float(v), 4) for v in self.llc.std(1)]}
         paths = save_arrays(run_dir, NAME, {"steps": self.steps, "llc": self.llc,
                                             "traces": self.traces,
@@ -200,7 +209,7 @@ class LLCResult:
         meta, z = read_saved(run_dir, NAME, "--llc")
         try:
             return cls(meta["task"], z["steps"], z["llc"], z["traces"], z["init_loss"],
-                       meta["settings"], meta["marks"])
+                       meta["settings"], meta["marks"], meta.get("curves", {}))
         except (KeyError, TypeError) as e:
             raise AnalysisError(f"'{run_dir}/analysis/{NAME}' lacks {e}; rerun `groklab analyze "
                                 f"{run_dir} --llc` to rewrite it") from None
@@ -240,9 +249,15 @@ def run(source, *, task: TaskData | None = None, checkpoints="all", lr: float = 
     summary = (src.run.summary if src.run is not None else {}) or {}
     marks = {k: summary.get(k) for k in ("memorization_step", "generalization_step_id",
                                          "generalization_step_ood")}
+    curves = {}
+    metrics = src.run.metrics if src.run is not None else []
+    for sp in dict.fromkeys([task.memorization_split, task.id_split, task.ood_split]):
+        pts = [[m["step"], m[f"acc/{sp}"]] for m in metrics if sp and f"acc/{sp}" in m]
+        if pts:
+            curves[f"acc/{sp}"] = pts
     settings = {"engine": engine, "lr": lr, "nbeta": nbeta, "gamma": gamma, "chains": chains,
                 "draws": draws, "burn_in": burn_in, "batch_size": b, "seed": seed,
                 "n_rows": len(split)}
     return LLCResult(task.name, np.asarray(src.steps, dtype=np.int64),
                      np.stack([p["llc"] for p in per]), np.stack([p["traces"] for p in per]),
-                     np.array([p["init_loss"] for p in per]), settings, marks)
+                     np.array([p["init_loss"] for p in per]), settings, marks, curves)

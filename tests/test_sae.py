@@ -152,7 +152,8 @@ def tiny_run(tmp_path_factory):
 def test_analyze_sae_writes_metrics_and_saelens_folders(tiny_run):
     res = CliRunner().invoke(app, [
         "analyze", str(tiny_run), "--sae", "--opt", "sae.steps=60", "--opt", "sae.position=1",
-        "--opt", "sae.hooks=blocks.1.hook_resid_pre,blocks.1.hook_resid_post",
+        "--opt", "sae.hooks=blocks.1.hook_resid_pre,blocks.0.attn.hook_z",  # [pos, d], [pos,
+        # heads, d_head]: both 32 wide, so one bank (per-head hooks flatten as SAELens' hook_z)
         "--opt", "sae.eval_rows=200"])
     assert res.exit_code == 0, res.output
     z = np.load(tiny_run / "analysis" / "sae.npz")
@@ -163,6 +164,7 @@ def test_analyze_sae_writes_metrics_and_saelens_folders(tiny_run):
     for rel in meta["saelens_folders"].values():
         bank, cfg = load_sae(tiny_run / rel)
         assert bank.W_enc.shape == (1, 32, 256) and cfg["architecture"] == "topk"
+        assert cfg["reshape_activations"] == ("hook_z" if "hook_z" in rel else "none")
     assert "bridge" in res.output and "loss recovered" in res.output
 
 

@@ -96,7 +96,7 @@ def collect(model, split: Split, hooks: list[str], position, chunk: int = 512,
         b = split.rows(slice(i, min(i + chunk, n)))
         _, cache = model.run_with_cache(b.inputs, names_filter=hooks)
         # per-head hooks (hook_z: [b, pos, heads, d_head]) flatten as SAELens' hook_z mode does
-        a = torch.stack([cache[h] for h in hooks]).float().flatten(3)  # [H, b, pos, d]
+        a = torch.stack([cache[h].flatten(2) for h in hooks]).float()  # [H, b, pos, d]
         rows = torch.arange(a.shape[1])
         ap = b.answer_pos if b.answer_pos is not None else torch.full_like(rows, a.shape[2] - 1)
         if position == "answer":

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 PIN = Path(__file__).parent / "data" / "preset_metrics.json"
 # Paper-scale presets are 8 x 768 models with bf16 autocast: a handful of steps is enough.
-STEPS = {"composition-paper": 3, "comparison-paper": 3}
+STEPS = {"composition-paper": 3, "comparison-paper": 3, "complex-paper": 3}
 DEFAULT_STEPS = 30
 
 

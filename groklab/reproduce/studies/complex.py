@@ -57,7 +57,7 @@ STUDY = Study(
     title="Wang et al. 2024: a grokked transformer reasons where GPT-4 and Gemini guess",
     description="complex-small trained to the end: test_hard (OOD-OOD comparisons that need "
                 "chaining), OOD atomic facts it never saw, and the published LLM numbers.",
-    minutes={"cpu": 60, "gpu": 180},
+    minutes={"cpu": 52, "gpu": 180},
     runs=runs,
     claims=(
         Claim("the grokked model answers test_hard (>= 0.9, final, every seed)",

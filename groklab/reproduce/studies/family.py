@@ -33,7 +33,7 @@ STUDY = Study(
     title="Alice in Wonderland: a small transformer counts siblings, and where it stops",
     description="family-small trained to the end: held-out (N, M) pairs, the held-out AIW "
                 "question type, and whether generalization comes after memorization.",
-    minutes={"cpu": 4, "gpu": 2},
+    minutes={"cpu": 2, "gpu": 1},
     runs=runs,
     claims=(
         Claim("held-out (N, M) pairs reach 0.95 (test_pairs, every seed)",

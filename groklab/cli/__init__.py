@@ -422,5 +422,7 @@ def main() -> None:
         sys.exit(2)
 
 
+from groklab.cli import prompts  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from groklab.cli import app
 from groklab.models import HookedTransformer, ModelConfig
 from groklab.models.fast import forward
-from groklab.models.positions import abacus_positions, rotate, rotary_tables
+from groklab.models.positions import abacus_positions, rotary_tables, rotate
 from groklab.tasks import make_task
 from groklab.tasks.addition import decode_numbers
 from groklab.tasks.objectives import greedy_decode, span_bounds

@@ -150,11 +150,12 @@ def test_default_positions_are_the_learned_table(small):
     assert torch.equal(cache["hook_pos_embed"][0], model.W_pos[: x.shape[1]])
 
 
-LEARN = ["task.max_digits=2", "task.eval_digits=4", "task.n_train=2000", "task.n_test=200",
-         "model.n_layers=1", "model.n_loops=2", "model.loop_injection=add",
-         "model.positional=abacus", "model.abacus_max_offset=3", "model.d_model=64",
-         "model.n_heads=4", "train.batch_size=64", "train.lr=3e-3", "train.weight_decay=0",
-         "train.steps=400", "train.eval_every=200", "train.eval_per_decade=0",
+# 1-2 digit operands, one block, Abacus positions without the offset: about 10 s on one core
+LEARN = ["task.max_digits=2", "task.eval_digits=3", "task.n_train=2000", "task.n_test=200",
+         "model.n_layers=1", "model.positional=abacus", "model.abacus_max_offset=0",
+         "model.d_model=64", "model.n_heads=4", "train.batch_size=64", "train.lr=1e-2",
+         "train.warmup_steps=30", "train.weight_decay=0", "train.steps=300",
+         "train.eval_every=300", "train.eval_per_decade=0",
          "train.checkpoint_every=0", "train.checkpoint_per_decade=0", "train.train_probe_size=200"]
 
 
@@ -172,7 +173,8 @@ def test_a_tiny_addition_run_learns_and_decoding_agrees(learned_run):
 
     summary = json.loads((learned_run / "summary.json").read_text())
     assert summary["metric"] == "exact"
-    assert summary["final"]["id"] >= 0.9  # whole answers right, 1-2 digit operands
+    # whole answers right (2-3 tokens and <eos>) on unseen rows, from 0 at initialisation
+    assert summary["final"]["id"] >= 0.5
     run = load_run(learned_run)
     model, data = run.model().eval(), run.task
     split = data.probes["id"]
@@ -191,13 +193,12 @@ def test_length_grid_scores_every_cell(learned_run):
     from groklab.analysis.registry import get
 
     result = get("length_grid").run(learned_run, rows=4)
-    assert result.exact.shape == (4, 4)
-    assert result.region(True) >= 0.8
+    assert result.exact.shape == (3, 3)
+    assert result.region(True) >= 0.4 and result.region(True) > result.region(False)
     paths = result.save(learned_run)
     assert {p.name for p in paths} == {"length_grid.npz", "length_grid.json", "length_grid.png"}
     saved = json.loads((learned_run / "analysis" / "length_grid.json").read_text())
-    assert saved["train_digits"] == [1, 2] and set(saved["exact_by_longest"]) == {"1", "2", "3",
-                                                                                   "4"}
+    assert saved["train_digits"] == [1, 2] and set(saved["exact_by_longest"]) == {"1", "2", "3"}
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -217,3 +217,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path, sets, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_rotary_model_matches_transformer_lens(small):
+    pytest.importorskip("transformer_lens")
+    from groklab.models import to_transformer_lens
+
+    model = _model(small, n_layers=2, positional="rotary").eval()
+    tl = to_transformer_lens(model)
+    x = small.train.inputs[:3]
+    assert torch.allclose(tl(x), model(x), atol=1e-5)
+    _, cache = tl.run_with_cache(x)
+    _, ours = model.run_with_cache(x)
+    assert torch.allclose(cache["blocks.1.attn.hook_rot_k"], ours["blocks.1.attn.hook_rot_k"],
+                          atol=1e-5)

@@ -231,3 +231,24 @@ def test_rotary_model_matches_transformer_lens(small):
     _, ours = model.run_with_cache(x)
     assert torch.allclose(cache["blocks.1.attn.hook_rot_k"], ours["blocks.1.attn.hook_rot_k"],
                           atol=1e-5)
+
+
+@pytest.mark.parametrize("positional", ["learned", "abacus", "rotary", "none"])
+def test_cached_decoding_equals_full_forward_decoding(small, positional, monkeypatch):
+    from groklab.models import decode
+
+    ood, short = small.probes["ood"], small.probes["id"]
+    width = ood.inputs.shape[1]
+    pad = small.vocab.id("<pad>")
+    inputs = torch.cat([ood.inputs, torch.nn.functional.pad(
+        short.inputs, (0, width - short.inputs.shape[1]), value=pad)])  # prompts of all lengths
+    targets = torch.cat([ood.targets, torch.nn.functional.pad(
+        short.targets, (0, width - short.targets.shape[1]), value=-100)])
+    start, length = span_bounds(targets)
+    model = _model(small, n_loops=2, eval_loops=3, loop_injection="add", positional=positional,
+                   abacus_max_offset=3).eval()
+    eos = small.vocab.id("<eos>")
+    cached = greedy_decode(model, inputs, start, length, eos)
+    monkeypatch.setattr(decode, "supported", lambda m: False)  # the full-forward loop
+    assert torch.equal(cached, greedy_decode(model, inputs, start, length, eos))
+    assert not torch.equal(cached, inputs)

@@ -53,10 +53,11 @@ def rotary_tables(n_ctx: int, d_head: int, base: float) -> tuple[torch.Tensor, t
     return angles.cos().float(), angles.sin().float()
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [batch, pos, n_heads, d_head] rotated by its positions 0..pos-1."""
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """x [batch, pos, n_heads, d_head] rotated by its positions start..start+pos-1."""
     p, half = x.shape[1], x.shape[-1] // 2
-    cos, sin = cos[:p, None, :].to(x.dtype), sin[:p, None, :].to(x.dtype)
+    cos = cos[start : start + p, None, :].to(x.dtype)
+    sin = sin[start : start + p, None, :].to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 

@@ -210,7 +210,12 @@ def greedy_decode(model, inputs: torch.Tensor, start: torch.Tensor, length: torc
     fewer once every row has stopped), batched over rows, each over the columns up to the
     furthest position still being written (the model is causal, so later columns cannot change
     it). Returns the filled [n, seq_len] tokens (positions past a row's answer keep their
-    input tokens)."""
+    input tokens). An unhooked transformer in eval mode decodes with a key/value cache
+    (``groklab.models.decode``: one new column per forward, the same tokens)."""
+    from groklab.models import decode  # models depend on nothing here; import on use
+
+    if decode.supported(model):
+        return decode.cached_greedy(model, inputs, start, length, stop)
     tokens = inputs.clone()
     rows = torch.arange(len(tokens), device=tokens.device)
     done = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)

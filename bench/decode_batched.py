@@ -1,13 +1,14 @@
 """Greedy decoding of ``span`` answers batched over rows and lengths vs one row at a time.
 
 The rows of the addition task's ``ood`` probe (operands of many lengths, so prompts and answers
-differ per row) are decoded by one model twice in the same run: all rows at once
+differ per row) are decoded by one model three ways in the same run: all rows at once
 (``greedy_decode`` with the rows' own starts and lengths, stopping at ``<eos>``) and each row
 alone through the same function (both with the key/value cache of ``groklab.models.decode``),
 then all rows through the full-forward loop without the cache. The outputs must be equal
 (asserted); the script prints one JSON line with the times, the speedup of batching (the
-issue's target: >= 20x) and that of the cache. The model is the abacus presets' shape (2 blocks
-looped twice, d_model 64), random weights (decoding cost does not depend on them).
+issue's target: >= 20x) and that of the cache. The model is the abacus presets' shape (2
+blocks looped twice, d_model 64) with random weights: rows rarely write <eos> early, so every
+answer is decoded to its full length.
 
     python bench/decode_batched.py [--rows 256] [--positional abacus] [--threads 1]
 """

@@ -17,6 +17,10 @@ parameters are the same tensors as those of the first ``n_layers``: every effect
 its own hook points, so analyses see 8 layers for a 4-block stack looped twice. Positions are
 added once before the first pass and ``ln_final`` is applied once after the last, as in the
 reference implementation (docs/tasks.md, trap 7).
+With ``loop_injection: add`` the embedded input (tokens + positions) is re-added before every
+later pass (McLeish et al.'s input injection); ``eval_loops`` passes run in eval mode. The
+positional scheme (``positional``: learned, none, rotary, abacus) is models/positions.py's;
+rotary adds ``attn.hook_rot_q`` / ``hook_rot_k`` after ``hook_q`` / ``hook_k``.
 """
 
 from __future__ import annotations

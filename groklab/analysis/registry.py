@@ -104,6 +104,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         options=("checkpoints",),
         settings=("lr", "nbeta", "gamma", "chains", "draws", "burn_in", "batch_size", "seed",
                   "n_rows", "engine")),
+        "length_grid", "groklab.analysis.length_grid", "LengthGridResult",
+        "Length generalization grid",
+        "Exact match of an arithmetic run on every (digits of a, digits of b) cell up to the "
+        "task's eval_digits, inside and beyond the training lengths, as a heatmap (McLeish et "
+        "al. 2024).",
+        options=()),
     Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "

@@ -104,6 +104,7 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         options=("checkpoints",),
         settings=("lr", "nbeta", "gamma", "chains", "draws", "burn_in", "batch_size", "seed",
                   "n_rows", "engine")),
+    Analysis(
         "length_grid", "groklab.analysis.length_grid", "LengthGridResult",
         "Length generalization grid",
         "Exact match of an arithmetic run on every (digits of a, digits of b) cell up to the "

@@ -61,6 +61,7 @@ UNIT_FILES = {
     "test_heads.py", "test_hooks.py", "test_linearity.py", "test_lock.py", "test_logit_lens.py",
     "test_mnist1d.py", "test_model.py", "test_neurons.py", "test_patching.py", "test_story.py",
     "test_tasks.py",
+    "test_complex.py",
     "test_adapters.py",
 }
 

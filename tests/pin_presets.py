@@ -19,7 +19,8 @@ import torch  # noqa: E402
 
 PIN = Path(__file__).parent / "data" / "preset_metrics.json"
 # Paper-scale presets are 8 x 768 models with bf16 autocast: a handful of steps is enough.
-STEPS = {"composition-paper": 3, "comparison-paper": 3}
+STEPS = {"composition-paper": 3, "comparison-paper": 3, "complex-paper": 3,
+         "complex-small": 10}  # 21K rows x 4 layers x batch 512: 10 small steps pin it
 DEFAULT_STEPS = 30
 
 

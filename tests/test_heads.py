@@ -119,3 +119,57 @@ def test_a_model_without_heads_is_refused_in_one_line():
     with pytest.raises(AnalysisError, match="needs a model with attention heads") as e:
         heads.run(mlp, task=parity)
     assert "\n" not in str(e.value)
+
+
+def _repeat_model(n_layers, V=40, P=10):
+    """Token one-hots in dims 0..V-1, position one-hots in V..V+P-1, a free block after them."""
+    cfg = ModelConfig(n_layers=n_layers, d_model=2 * V + P, n_heads=2, d_head=V + P, d_mlp=4,
+                      normalization_type=None, tie_word_embeddings=False)
+    model = HookedTransformer(cfg.resolved(d_vocab=V, n_ctx=P))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_E[:, :V] = torch.eye(V)
+        model.W_pos[:, V:V + P] = torch.eye(P)
+    return model.eval()
+
+
+def test_induction_and_duplicate_token_heads_are_found_on_repeated_random_tokens():
+    V, P = 40, 10
+    dup = _repeat_model(1)
+    with torch.no_grad():  # head 0: same token (+BIG) but not the same position (-BIG)
+        a = dup.blocks[0].attn
+        a.W_Q[0, :V, :V] = BIG * torch.eye(V)
+        a.W_K[0, :V, :V] = torch.eye(V)
+        a.W_Q[0, V:V + P, V:V + P] = BIG * torch.eye(P)
+        a.W_K[0, V:V + P, V:V + P] = -torch.eye(P)
+    m = heads.repeat_scores(dup, 1, seed=0)
+    assert m["duplicate"][0, 0] > 0.8 and m["induction"][0, 0] < 0.2
+
+    ind = _repeat_model(2)
+    with torch.no_grad():
+        a0, a1 = ind.blocks[0].attn, ind.blocks[1].attn
+        for p in range(P):  # layer 0 head 0: previous token, copied into dims V+P..
+            a0.W_Q[0, V + p, p] = BIG
+            if p + 1 < P:
+                a0.W_K[0, V + p, p + 1] = 1.0
+        a0.W_V[0, :V, :V] = torch.eye(V)
+        a0.W_O[0, :V, V + P:] = torch.eye(V)
+        a1.W_Q[0, :V, :V] = BIG * torch.eye(V)  # layer 1 head 0: my token = key's previous
+        a1.W_K[0, V + P:, :V] = torch.eye(V)
+    m = heads.repeat_scores(ind, 2, seed=0)
+    # 0.79, not 1: the first query of the copy also matches position 0 (whose "previous token"
+    # is its own) and random rows repeat a token now and then
+    assert m["induction"][1, 0] > 0.7 and m["duplicate"][1, 0] < 0.2
+    assert abs(m["induction"][1, 1]) < 0.05  # a uniform head scores 0 above uniform
+    m["prev"] = m["prev_above_uniform"] = np.zeros((2, 2))
+    m["position_explained"] = m["content_rms"] = np.zeros((2, 2)) + 0.5
+    m["successor"] = np.full((2, 2), np.nan)
+    assert heads.CLASSES[heads.classify(m)[1, 0]] == "induction"
+
+
+def test_short_contexts_get_no_repeat_scores():
+    task = make_task("composition", entities=40, relations=6, out_degree=3, phi=2.0)
+    model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2).for_task(task))
+    m = heads.repeat_scores(model, 1, seed=0)
+    assert np.isnan(m["induction"]).all() and np.isnan(m["duplicate"]).all()

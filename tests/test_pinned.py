@@ -11,7 +11,7 @@ from tests.pin_presets import PIN, preset_rows
 
 PINNED = json.loads(PIN.read_text())
 # The paper-scale presets build 8 x 768 models: pinned too, in the slow tier.
-HEAVY = {"composition-paper", "comparison-paper"}
+HEAVY = {"composition-paper", "comparison-paper", "complex-paper"}
 
 
 @pytest.mark.parametrize("name", [

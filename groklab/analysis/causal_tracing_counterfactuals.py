@@ -15,7 +15,7 @@ import torch
 from groklab.analysis.sources import AnalysisError
 from groklab.tasks.base import Split, TaskData
 
-SUPPORTED = ("composition", "comparison")
+SUPPORTED = ("composition", "comparison", "complex", "family")
 
 
 @dataclass
@@ -107,11 +107,87 @@ def comparison_counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list
     return out
 
 
+def family_counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list[Counterfactual]:
+    """Each slot of [subject, N, M, P, Q, hop1, hop2, ask] replaced by a token of its type that
+    keeps the question one of the task's types (and its relatives existing) but changes the
+    answer; slots the question does not use (P and Q without cousins) have none."""
+    from groklab.tasks.family import answer, split_type
+
+    rng = np.random.default_rng(seed)
+    v = task.vocab
+    types = task.info["question_types"]
+    cols = {k: ex.meta[k] for k in ("male", "n", "m", "p", "q")}
+    qt = ex.meta["qtype"]
+    num0 = int(v.ids_of_type("number")[0])
+    n_max, m_max, c_max = task.info["ranges"]
+    limits = {"n": n_max, "m": m_max, "p": c_max, "q": c_max}
+
+    def answers(c: dict, q: np.ndarray) -> np.ndarray:
+        out = np.full(q.shape, -1)
+        for t_idx, t in enumerate(types):
+            sel = q == t_idx
+            if sel.any():
+                hops, ask = split_type(t)
+                out[sel] = answer(*(c[k][sel] for k in ("male", "n", "m", "p", "q")), hops, ask)
+        return out
+
+    base = answers(cols, qt)
+    path = [split_type(t) for t in types]
+    slots = [("subject", 0, "male", [0, 1], v.id("<Alice>"))]
+    slots += [(k, 1 + j, k, list(range(limits[k] + 1)), num0) for j, k in enumerate("nmpq")]
+    out = []
+    for name, pos, key, cands, offset in slots:
+        cand = np.zeros((len(ex), len(cands)), dtype=bool)
+        for j, c in enumerate(cands):
+            a = answers({**cols, key: np.full(len(ex), c)}, qt)
+            cand[:, j] = (a >= 0) & (a != base)
+        choice, valid = _pick(cand, rng)
+        tokens = ex.inputs.clone()
+        tokens[:, pos] = torch.as_tensor(offset + np.asarray(cands)[choice])
+        out.append(Counterfactual(name, (pos,), tokens, valid))
+    for name, pos in (("hop1", 5), ("hop2", 6), ("ask", 7)):
+        cand = np.zeros((len(ex), len(types)), dtype=bool)
+        for t_idx in range(len(types)):  # another type that differs only at this slot
+            other = np.array([_differs_only_at(path[int(q)], path[t_idx], pos)
+                              for q in range(len(types))])[qt]
+            a = answers(cols, np.full(len(ex), t_idx))
+            cand[:, t_idx] = other & (a >= 0) & (a != base)
+        choice, valid = _pick(cand, rng)
+        tokens = ex.inputs.clone()
+        tokens[:, pos] = torch.as_tensor(_type_tokens(task, types)[choice, pos - 5])
+        out.append(Counterfactual(name, (pos,), tokens, valid))
+    return out
+
+
+def _differs_only_at(a: tuple, b: tuple, pos: int) -> bool:
+    """Whether question types a and b (hops, ask) differ exactly at token position pos."""
+    def toks(p):
+        hops, ask = p
+        return [*hops, *["none"] * (2 - len(hops)), ask]
+    ta, tb = toks(a), toks(b)
+    diff = [i for i in range(3) if ta[i] != tb[i]]
+    return diff == [pos - 5]
+
+
+def _type_tokens(task: TaskData, types: list[str]) -> np.ndarray:
+    """[type, 3] token ids of hop1, hop2, ask."""
+    from groklab.tasks.family import split_type
+
+    out = []
+    for t in types:
+        hops, ask = split_type(t)
+        hops = [*hops, *["none"] * (2 - len(hops))]
+        out.append([task.vocab.id(f"<{h}>") for h in hops] + [task.vocab.id(f"<{ask}>")])
+    return np.array(out, dtype=np.int64)
+
+
 def counterfactuals(task: TaskData, ex: Split, seed: int = 0) -> list[Counterfactual]:
     if task.name == "composition":
         return composition_counterfactuals(task, ex, seed)
-    if task.name == "comparison":
+    if task.name in ("comparison", "complex"):
         return comparison_counterfactuals(task, ex, seed)
+    if task.name == "family":
+        return family_counterfactuals(task, ex, seed)
     raise AnalysisError(
         f"causal tracing builds answer-changing counterfactuals for {', '.join(SUPPORTED)}; "
         f"task '{task.name}' has none (use groklab.analysis.patching with your own corruption)"
@@ -122,6 +198,8 @@ def subject_positions(task: TaskData) -> tuple[int, ...]:
     """Where ROME's noise goes: the entity tokens of the query."""
     if task.name == "composition":
         return (0,)
-    if task.name == "comparison":
+    if task.name in ("comparison", "complex"):
         return (1, 2) if task.seq_len == 3 else (2, 4)
+    if task.name == "family":
+        return (1, 2, 3, 4)  # the counts: the facts the question is about
     raise AnalysisError(f"no subject positions defined for task '{task.name}'")

@@ -209,7 +209,7 @@ def summarize(lens: LogitLensResult, tracing: CausalTracingResult | None,
                 f"{[_r(v) for v in o_ans]} (vs {[_r(v) for v in m_ans]}).")
             curves[f"MRR bridge at S[{L},r1], {ood}"] = (lens.steps,
                                                          lens.mrr(ood, "bridge")[:, L, 1])
-    elif lens.task == "comparison" and "v1" in best_layer:
+    elif lens.task in ("comparison", "complex") and "v1" in best_layer:
         e1p, e2p = lens.targets["v1"], lens.targets["v2"]
         m1 = lens.mrr(main, "v1")[-1, :, e1p]
         m2 = lens.mrr(main, "v2")[-1, :, e2p]

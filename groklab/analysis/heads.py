@@ -22,8 +22,15 @@ probe split. Over the queries q that see at least two keys (1 <= q <= the row's 
   Gould et al. 2023: each number's effective embedding (W_E plus MLP0 of it, attention skipped)
   through the layer's ln1, the head's OV circuit, ln_final and W_U; the fraction of numbers t < n-1
   whose top logit among the number tokens is t + 1.
+* ``induction`` and ``duplicate`` (models with n_ctx >= 6): on rows of n random tokens repeated
+  once ([r, r], TransformerLens's test for induction heads), the mean attention from each query
+  in the second copy to the token after that token's first occurrence (induction: q - n + 1) and
+  to the first occurrence itself (duplicate-token: q - n), each rescaled above uniform attention
+  like ``prev``. Random repeats are outside most tasks' data: the score says what a head does
+  with a repeat, whether or not the task ever shows one.
 
 Class of a head, first rule that holds: ``successor`` (score >= 0.4, Gould et al.'s cut),
+``induction`` and ``duplicate-token`` (score above uniform >= 0.5),
 ``previous-token`` (prev_above_uniform >= 0.5: halfway from uniform to only the previous token),
 ``positional`` (position_explained >= 0.8 or content_rms < 0.05: a distance head, or one whose
 pattern barely moves), else ``content`` (the pattern moves with the tokens: a semantic head).
@@ -47,9 +54,12 @@ from groklab.analysis.sources import (
 from groklab.tasks.base import TaskData
 
 NAME = "heads"
-CLASSES = ("successor", "previous-token", "positional", "content")
+CLASSES = ("successor", "induction", "duplicate-token", "previous-token", "positional",
+           "content")
+REPEAT = 0.5
 SUCCESSOR, PREV, POSITIONAL, CONTENT_RMS = 0.4, 0.5, 0.8, 0.05
-MEASURES = ("prev", "entropy", "position_explained", "content_rms", "successor")
+MEASURES = ("prev", "entropy", "position_explained", "content_rms", "successor", "induction",
+            "duplicate")
 
 
 def require_heads(model) -> int:
@@ -131,10 +141,43 @@ def successor_scores(model, numbers: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
+@torch.no_grad()
+def repeat_measures(patterns: torch.Tensor, half: int) -> dict[str, np.ndarray]:
+    """Induction and duplicate-token scores [layers, heads], above uniform, from patterns
+    [layers, examples, heads, 2 * half, 2 * half] of rows [r, r] with r of ``half`` tokens."""
+    A = patterns.double()
+    q = torch.arange(half, 2 * half, device=A.device)
+    u = float((1.0 / (q + 1).double()).mean())  # uniform attention's score on these queries
+    out = {}
+    for name, key in (("induction", q - half + 1), ("duplicate", q - half)):
+        score = A[..., q, key].mean((1, 3))
+        out[name] = ((score - u) / (1 - u)).cpu().numpy()
+    return out
+
+
+def repeat_scores(model, n_layers: int, seed: int, n_rows: int = 64) -> dict[str, np.ndarray]:
+    """:func:`repeat_measures` on random repeated rows; NaN when n_ctx < 6 (no room for a
+    repeat of three tokens)."""
+    cfg = model.cfg
+    half = cfg.n_ctx // 2
+    if half < 3:
+        nan = np.full((n_layers, cfg.n_heads), np.nan)
+        return {"induction": nan, "duplicate": nan.copy()}
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(0, cfg.d_vocab, (n_rows, half), generator=g)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
+    dev = next(model.parameters()).device
+    _, cache = model.run_with_cache(torch.cat([r, r], 1).to(dev), names_filter=names)
+    return repeat_measures(torch.stack([cache[nm] for nm in names]), half)
+
+
 def classify(m: dict[str, np.ndarray]) -> np.ndarray:
     """Class index into :data:`CLASSES` of each head, the first rule that holds."""
     cls = np.full(m["prev"].shape, CLASSES.index("content"))
-    for name, hit in reversed([("successor", np.nan_to_num(m["successor"]) >= SUCCESSOR),
+    nan = np.full(cls.shape, np.nan)  # measures a model could not give (no number tokens, ...)
+    for name, hit in reversed([("successor", np.nan_to_num(m.get("successor", nan)) >= SUCCESSOR),
+                               ("induction", np.nan_to_num(m.get("induction", nan)) >= REPEAT),
+                               ("duplicate-token", np.nan_to_num(m.get("duplicate", nan)) >= REPEAT),
                                ("previous-token", m["prev_above_uniform"] >= PREV),
                                ("positional", (m["position_explained"] >= POSITIONAL)
                                 | (m["content_rms"] < CONTENT_RMS))]):
@@ -182,8 +225,10 @@ class HeadsResult:
         settled = self.settled_steps()
         for l in range(L):
             for h in range(H):
-                m = {k: self.measures[k][-1, l, h] for k in MEASURES}
-                succ = "" if np.isnan(m["successor"]) else f", successor {m['successor']:.2f}"
+                m = {k: (self.measures[k][-1, l, h] if k in self.measures else np.nan)
+                     for k in MEASURES}
+                succ = "".join(f", {k} {m[k]:.2f}" for k in ("successor", "induction", "duplicate")
+                               if not np.isnan(m[k]))
                 lines.append(f"  L{l}H{h}: {CLASSES[self.classes[-1, l, h]]} (since step "
                              f"{settled[l, h]}); prev {m['prev']:.2f}, position-explained "
                              f"{m['position_explained']:.2f}, content-rms "
@@ -200,7 +245,7 @@ class HeadsResult:
         from matplotlib.patches import Patch
 
         L, H = self.shape
-        colors = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"]
+        colors = ["#d62728", "#9467bd", "#8c564b", "#ff7f0e", "#1f77b4", "#2ca02c"]
         grid = self.classes.reshape(len(self.steps), L * H).T
         fig, ax = plt.subplots(figsize=(min(12, 3 + 0.25 * len(self.steps)), 1.2 + 0.3 * L * H))
         ax.imshow(grid, cmap=ListedColormap(colors), vmin=-0.5, vmax=len(CLASSES) - 0.5,
@@ -249,6 +294,7 @@ class HeadsResult:
                 "classes": list(CLASSES), "final_class": final,
                 "first_step": self.first_steps(),
                 "thresholds": {"successor": SUCCESSOR, "prev_above_uniform": PREV,
+                               "induction_and_duplicate_above_uniform": REPEAT,
                                "position_explained": POSITIONAL, "content_rms": CONTENT_RMS}}
         paths = save_arrays(run_dir, NAME, {"steps": self.steps, **self.measures}, meta)
         figs = run_dir / "figures"
@@ -284,6 +330,7 @@ def run(source, *, task: TaskData | None = None, checkpoints="all", split: str |
         m = pattern_measures(torch.stack([cache[nm] for nm in names]), ex.answer_pos)
         m["successor"] = (np.full(m["prev"].shape, np.nan) if numbers is None
                           else successor_scores(model, numbers))
+        m.update(repeat_scores(model, n, seed))
         m["class"] = classify(m)
         for k, v in m.items():
             per.setdefault(k, []).append(v)

@@ -14,9 +14,9 @@ fraction with rank < k (ties count in token-id order, as a stable sort gives). L
 n_layers reproduces the model's own logits.
 
 Targets (each ranked at every position; the paper reads it at the position in brackets):
-composition -- ``bridge`` entity [r1], ``r2`` [r2], ``answer`` [last]; comparison -- ``v1`` =
-value token of e1 [e1], ``v2`` [e2], ``labels`` = the three label tokens, the label space
-[attribute], ``answer`` [last]; any other task -- ``answer``. Examples: 300 rows of each split
+composition -- ``bridge`` entity [r1], ``r2`` [r2], ``answer`` [last]; comparison and complex --
+``v1`` = value token of e1 [e1], ``v2`` [e2], ``labels`` = the three label tokens, the label
+space [attribute], ``answer`` [last]; any other task -- ``answer``. Examples: 300 rows of each split
 drawn once with a fixed seed and reused at every checkpoint, so curves over training compare
 the same items.
 """
@@ -50,8 +50,10 @@ def position_labels(task: TaskData) -> list[str]:
     P = task.seq_len
     if task.name == "composition":
         return ["h", "r1", "r2"][:P]
-    if task.name == "comparison":
+    if task.name in ("comparison", "complex"):
         return ["a", "e1", "e2"] if P == 3 else ["a", "q", "e1", "mask", "e2"]
+    if task.name == "family":
+        return ["subject", "N", "M", "P", "Q", "hop1", "hop2", "ask"]
     return [f"p{i}" for i in range(P)]
 
 
@@ -62,7 +64,7 @@ def lens_targets(task: TaskData, ex: Split) -> dict[str, tuple[np.ndarray, int]]
     if task.name == "composition" and "bridge" in ex.meta:
         out["bridge"] = (ex.meta["bridge"][:, None], 1)  # entity token id == entity id
         out["r2"] = (ex.inputs[:, 2].numpy()[:, None], 2)
-    elif task.name == "comparison" and "v1" in ex.meta:
+    elif task.name in ("comparison", "complex") and "v1" in ex.meta:
         vals = task.vocab.ids_of_type("value")
         labels = task.vocab.ids_of_type("label")
         e1_pos, e2_pos = (1, 2) if task.seq_len == 3 else (2, 4)

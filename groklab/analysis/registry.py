@@ -28,6 +28,7 @@ class Analysis:
     description: str  # one line: what it measures, and whose method
     options: tuple[str, ...] = ("checkpoints",)
     reads: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()  # run() keywords settable with --opt NAME.KEY=VALUE
 
     @property
     def flag(self) -> str:
@@ -85,6 +86,31 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "token (the largest squared correlation with a token-at-position indicator) and, on "
         "modular tasks, its dominant Fourier frequency (Nanda et al. 2023).",
         options=("checkpoints", "n_examples")),
+    Analysis(
+        "sae", "groklab.analysis.sae", "SAEResult", "Sparse autoencoders",
+        "Sparse autoencoders (standard L1, TopK, BatchTopK, JumpReLU) on a hook point's "
+        "activations at the checkpoints asked for (default: last): L0, explained variance, dead "
+        "features, loss recovered when spliced in, top inputs, features that track the task's "
+        "variables (the bridge entity; a, b); saved in SAELens' format (Bricken et al. 2023, "
+        "Gao et al. 2024, Rajamanoharan et al. 2024).",
+        options=("checkpoints",),
+        settings=("hooks", "position", "kind", "d_sae", "expansion", "k", "l1", "l0", "steps",
+                  "batch_size", "lr", "seed", "split", "eval_rows", "max_rows")),
+    Analysis(
+        "llc", "groklab.analysis.llc", "LLCResult", "Local learning coefficient",
+        "The local learning coefficient of each checkpoint, estimated with SGLD (devinterp's "
+        "sampler) on the training rows and the task's loss, against the memorization and "
+        "generalization steps (Lau et al. 2023).",
+        options=("checkpoints",),
+        settings=("lr", "nbeta", "gamma", "chains", "draws", "burn_in", "batch_size", "seed",
+                  "n_rows", "engine")),
+    Analysis(
+        "length_grid", "groklab.analysis.length_grid", "LengthGridResult",
+        "Length generalization grid",
+        "Exact match of an arithmetic run on every (digits of a, digits of b) cell up to the "
+        "task's eval_digits, inside and beyond the training lengths, as a heatmap (McLeish et "
+        "al. 2024).",
+        options=()),
     Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "

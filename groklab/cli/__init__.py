@@ -304,7 +304,8 @@ def reproduce(
         fail(str(e))
 
 
-def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen: bool):
+def analyze(run_dir: Path, checkpoints: Optional[str], rome: str, examples: int,
+            opt: List[str], **chosen: bool):
     """Open a run up: each flag runs one analysis over the run's checkpoints and writes
     RUN/analysis/<name>.npz and RUN/figures/<name>*.png (nothing is written on an error)."""
     from groklab.analysis.registry import ANALYSES
@@ -319,6 +320,12 @@ def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen:
         fail(str(e))
     if rome not in ("ends", "all", "none"):
         fail(f"--rome '{rome}' is not one of: ends, all, none")
+    from groklab.cli.analysis_options import parse_opts
+
+    try:
+        settings = parse_opts(opt, names)
+    except ValueError as e:
+        fail(str(e))
     shared = {"checkpoints": checkpoints, "n_examples": examples,
               "rome": False if rome == "none" else rome}
     results = []  # every analysis is computed before anything is written
@@ -326,7 +333,8 @@ def analyze(run_dir: Path, checkpoints: str, rome: str, examples: int, **chosen:
         for name in names:
             a = ANALYSES[name]
             if not a.reads:
-                results.append((a, a.run(run_dir, **{k: shared[k] for k in a.options})))
+                own = {k: shared[k] for k in a.options if shared[k] is not None}
+                results.append((a, a.run(run_dir, **own, **settings.get(name, {}))))
         ran = {a.name for a, _ in results}
         for a in ANALYSES.values():  # a summary that will read saved results: refuse bad ones now
             if a.reads and (a.name in names or ran & set(a.reads)):
@@ -364,14 +372,17 @@ def _register_analyze() -> None:
     params = [
         inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
                           default=typer.Argument(..., help="a run directory")),
-        inspect.Parameter("checkpoints", kw, annotation=str, default=typer.Option(
-            "all", "--checkpoints", help="all, last, or a list of steps (early: the memorization "
-            "regime), e.g. early,last")),
+        inspect.Parameter("checkpoints", kw, annotation=Optional[str], default=typer.Option(
+            None, "--checkpoints", help="all, last, or a list of steps (early: the memorization "
+            "regime), e.g. early,last (default: all; sae: last)")),
         inspect.Parameter("rome", kw, annotation=str, default=typer.Option(
             "ends", "--rome", help="causal tracing: ROME's noise variant at ends (early + "
             "final checkpoint), all, none")),
         inspect.Parameter("examples", kw, annotation=int, default=typer.Option(
             300, "--examples", min=1, help="rows drawn from each split (fixed seed)")),
+        inspect.Parameter("opt", kw, annotation=List[str], default=typer.Option(
+            [], "--opt", help="an analysis setting NAME.KEY=VALUE, e.g. sae.k=8, "
+            "sae.hooks=blocks.1.hook_resid_post, sae.kind=jumprelu, llc.nbeta=30")),
     ] + [inspect.Parameter(a.name, kw, annotation=bool,
                            default=typer.Option(False, a.flag, help=a.description))
          for a in ANALYSES.values()]
@@ -410,6 +421,8 @@ def main() -> None:
         console.print(f"[bold red]groklab: error:[/] {e}", highlight=False)
         sys.exit(2)
 
+
+from groklab.cli import prompts  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from groklab.rundir import RunDirError, atomic_write_bytes, atomic_write_text
 VERDICT = {True: ("holds", "#1a7f37"), False: ("does not hold", "#cf222e"),
            None: ("not measured", "#9a6700")}
 ANALYSIS_FIGURES = ("circuit_over_training.png", "fourier_progress.png", "fourier_spectra.png",
-                    "injection.png")
+                    "length_grid.png", "injection.png")
 
 
 def build_reproduction(out_dir: str | Path) -> Path:

@@ -1,9 +1,12 @@
 """Seeded synthetic tasks. Importing this package registers every task."""
 
+from groklab.tasks import addition as _addition  # noqa: F401,E402
 from groklab.tasks import comparison as _comparison  # noqa: F401,E402
+from groklab.tasks import complex as _complex  # noqa: F401,E402
 
 # Each module registers its tasks on import.
 from groklab.tasks import composition as _composition  # noqa: F401,E402
+from groklab.tasks import family as _family  # noqa: F401,E402
 from groklab.tasks import markov as _markov  # noqa: F401,E402
 from groklab.tasks import mnist1d as _mnist1d  # noqa: F401,E402
 from groklab.tasks import modular as _modular  # noqa: F401,E402

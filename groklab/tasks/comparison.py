@@ -85,20 +85,31 @@ def _validate(cfg: ComparisonConfig) -> None:
         )
 
 
-def _pairs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unordered_pairs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All unordered pairs (i < j by position) of the given entity ids, as int32 arrays."""
     iu, ju = np.triu_indices(ids.size, k=1)
     return ids[iu].astype(np.int32), ids[ju].astype(np.int32)
 
 
-def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+def sample_sorted(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     """k of range(n) without replacement (all of them if n <= k), sorted."""
     if n <= k:
         return np.arange(n, dtype=np.int64)
     return np.sort(rng.choice(n, size=k, replace=False))
 
 
-class _PairSet:
+def draw_table(rng: np.random.Generator, n_ent: int, n_attr: int, n_val: int,
+               ood_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The value table [entities, attributes] and the OOD mask, drawn per attribute."""
+    values = rng.integers(0, n_val, size=(n_ent, n_attr)).astype(np.int64)
+    n_ood_ent = round(ood_fraction * n_ent)
+    ood = np.zeros((n_ent, n_attr), dtype=bool)
+    for k in range(n_attr):  # a fresh entity split per attribute, not one global split
+        ood[rng.choice(n_ent, size=n_ood_ent, replace=False), k] = True
+    return values, ood
+
+
+class PairSet:
     """Unordered pairs of several attributes; ordered pair o is unordered pair o // 2 in
     order o % 2 (1 = swapped), so both orders of a pair are always in the same set and a
     sample of ordered comparisons never needs the 2x-larger ordered list materialised."""
@@ -117,57 +128,8 @@ class _PairSet:
         return a, np.where(swap, y, x), np.where(swap, x, y)
 
 
-@register(
-    "comparison",
-    ComparisonConfig,
-    "attribute comparison (attr, e1, e2) -> < = > from atomic values (Wang et al. 2024)",
-)
-def build(cfg: ComparisonConfig) -> TaskData:
-    _validate(cfg)
-    n_ent, n_attr, n_val = cfg.entities, cfg.attributes, cfg.values
-    rng = np.random.default_rng(cfg.seed)
-
-    values = rng.integers(0, n_val, size=(n_ent, n_attr)).astype(np.int64)
-    n_ood_ent = round(cfg.ood_fraction * n_ent)
-    ood = np.zeros((n_ent, n_attr), dtype=bool)
-    for k in range(n_attr):  # a fresh entity split per attribute, not one global split
-        ood[rng.choice(n_ent, size=n_ood_ent, replace=False), k] = True
-
-    pool_parts: tuple[list, list, list] = ([], [], [])
-    test_parts: tuple[list, list, list] = ([], [], [])
-    ood_parts: tuple[list, list, list] = ([], [], [])
-    for k in range(n_attr):  # loops over attributes only; pairs are handled as arrays
-        id_ent, ood_ent = np.flatnonzero(~ood[:, k]), np.flatnonzero(ood[:, k])
-        x, y = _pairs(id_ent)
-        to_test = rng.random(x.size) < cfg.test_id_fraction  # per unordered pair
-        for parts, m in ((pool_parts, ~to_test), (test_parts, to_test)):
-            parts[0].append(np.full(int(m.sum()), k, dtype=np.int32))
-            parts[1].append(x[m])
-            parts[2].append(y[m])
-        x, y = _pairs(ood_ent)
-        ood_parts[0].append(np.full(x.size, k, dtype=np.int32))
-        ood_parts[1].append(x)
-        ood_parts[2].append(y)
-    pool, test_id, test_ood = _PairSet(*pool_parts), _PairSet(*test_parts), _PairSet(*ood_parts)
-
-    n_atomic = n_ent * n_attr
-    n_atomic_ood = n_ood_ent * n_attr
-    n_atomic_id = n_atomic - n_atomic_ood
-    n_pairs = n_attr * n_ent * (n_ent - 1)  # ordered comparisons
-    n_dropped = n_attr * 2 * n_ood_ent * (n_ent - n_ood_ent)  # ID-OOD, both orders
-
-    phi_max = len(pool) / n_atomic_id
-    n_train_inferred = round(cfg.phi * n_atomic_id)
-    if n_train_inferred > len(pool):
-        shown = math.floor(phi_max * 100) / 100  # round down so the stated maximum is feasible
-        raise TaskError(
-            f"phi {cfg.phi} is above the feasible maximum {shown:.2f} for this table "
-            f"(train pool {len(pool):,} ordered comparisons / {n_atomic_id:,} ID atomic facts)"
-        )
-    train_o = _sample(rng, len(pool), n_train_inferred)
-
-    # --- vocabulary: entities first (token id = entity id), attributes, values, labels, specials.
-    paper = cfg.format == "paper"
+def comparison_vocab(n_ent: int, n_attr: int, n_val: int, paper: bool) -> Vocab:
+    """Entities first (token id = entity id), attributes, values, labels, specials."""
     if paper:
         labels = [f"<attr_{k}_{lab}>" for k in range(n_attr) for lab in range(3)]
         specials = ["<q>", "<mask>", "<pad>"]
@@ -188,52 +150,111 @@ def build(cfg: ComparisonConfig) -> TaskData:
         + ["label"] * len(labels)
         + ["special"] * len(specials)
     )
-    vocab = Vocab(tokens=tokens, types=types)
-    attr0, val0, lab0 = n_ent, n_ent + n_attr, n_ent + n_attr + n_val
+    return Vocab(tokens=tokens, types=types)
+
+
+def comparison_rows(values: np.ndarray, vocab: Vocab, attribute_first: bool,
+                    attr: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> Split:
+    """Rows from (attribute, e1, e2); e2 == -1 makes the atomic fact of (e1, attribute).
+    The format ("paper" or "compact") is read off the vocabulary (it has ``<q>`` or not)."""
+    n_ent, n_attr = values.shape
+    paper = "<q>" in vocab.tokens
+    attr0 = n_ent
+    val0 = attr0 + n_attr
+    lab0 = int(vocab.ids_of_type("label")[0])
     pad = vocab.id("<pad>")
     seq_len = 5 if paper else 3
+    attr, e1, e2 = (np.asarray(z, dtype=np.int64) for z in (attr, e1, e2))
+    n = attr.size
+    cmp = e2 >= 0
+    v1 = values[e1, attr]
+    v2 = np.where(cmp, values[np.where(cmp, e2, 0), attr], -1)
+    label = np.sign(v1 - v2) + 1  # 0: v1 < v2, 1: equal, 2: v1 > v2
+    a_tok, e1_tok = attr0 + attr, e1
+    inputs = np.full((n, seq_len), pad, dtype=np.int64)
+    first, second = (a_tok, e1_tok) if attribute_first else (e1_tok, a_tok)
+    if paper:  # comparison: [attr, <q>, e1, <mask>, e2] -> per-attribute label at pos 4
+        c_rows = [
+            a_tok,
+            np.full(n, vocab.id("<q>")),
+            e1_tok,
+            np.full(n, vocab.id("<mask>")),
+            e2,
+        ]
+        label_tok = lab0 + 3 * attr + label
+    else:  # comparison: [attr, e1, e2] -> shared label at pos 2
+        c_rows = [a_tok, e1_tok, e2]
+        label_tok = lab0 + label
+    for j, col in enumerate(c_rows):
+        inputs[:, j] = np.where(cmp, col, inputs[:, j])
+    inputs[:, 0] = np.where(cmp, inputs[:, 0], first)
+    inputs[:, 1] = np.where(cmp, inputs[:, 1], second)
+    return Split(
+        inputs=torch.from_numpy(inputs),
+        answer_pos=torch.from_numpy(np.where(cmp, seq_len - 1, 1).astype(np.int64)),
+        targets=torch.from_numpy(np.where(cmp, label_tok, val0 + v1).astype(np.int64)),
+        meta={
+            "kind": cmp.astype(np.int8),
+            "attribute": attr,
+            "e1": e1,
+            "e2": np.where(cmp, e2, -1),
+            "v1": v1,
+            "v2": v2,
+        },
+    )
+
+
+@register(
+    "comparison",
+    ComparisonConfig,
+    "attribute comparison (attr, e1, e2) -> < = > from atomic values (Wang et al. 2024)",
+)
+def build(cfg: ComparisonConfig) -> TaskData:
+    _validate(cfg)
+    n_ent, n_attr, n_val = cfg.entities, cfg.attributes, cfg.values
+    rng = np.random.default_rng(cfg.seed)
+
+    values, ood = draw_table(rng, n_ent, n_attr, n_val, cfg.ood_fraction)
+    n_ood_ent = int(ood[:, 0].sum())
+
+    pool_parts: tuple[list, list, list] = ([], [], [])
+    test_parts: tuple[list, list, list] = ([], [], [])
+    ood_parts: tuple[list, list, list] = ([], [], [])
+    for k in range(n_attr):  # loops over attributes only; pairs are handled as arrays
+        id_ent, ood_ent = np.flatnonzero(~ood[:, k]), np.flatnonzero(ood[:, k])
+        x, y = unordered_pairs(id_ent)
+        to_test = rng.random(x.size) < cfg.test_id_fraction  # per unordered pair
+        for parts, m in ((pool_parts, ~to_test), (test_parts, to_test)):
+            parts[0].append(np.full(int(m.sum()), k, dtype=np.int32))
+            parts[1].append(x[m])
+            parts[2].append(y[m])
+        x, y = unordered_pairs(ood_ent)
+        ood_parts[0].append(np.full(x.size, k, dtype=np.int32))
+        ood_parts[1].append(x)
+        ood_parts[2].append(y)
+    pool, test_id, test_ood = PairSet(*pool_parts), PairSet(*test_parts), PairSet(*ood_parts)
+
+    n_atomic = n_ent * n_attr
+    n_atomic_ood = n_ood_ent * n_attr
+    n_atomic_id = n_atomic - n_atomic_ood
+    n_pairs = n_attr * n_ent * (n_ent - 1)  # ordered comparisons
+    n_dropped = n_attr * 2 * n_ood_ent * (n_ent - n_ood_ent)  # ID-OOD, both orders
+
+    phi_max = len(pool) / n_atomic_id
+    n_train_inferred = round(cfg.phi * n_atomic_id)
+    if n_train_inferred > len(pool):
+        shown = math.floor(phi_max * 100) / 100  # round down so the stated maximum is feasible
+        raise TaskError(
+            f"phi {cfg.phi} is above the feasible maximum {shown:.2f} for this table "
+            f"(train pool {len(pool):,} ordered comparisons / {n_atomic_id:,} ID atomic facts)"
+        )
+    train_o = sample_sorted(rng, len(pool), n_train_inferred)
+
+    vocab = comparison_vocab(n_ent, n_attr, n_val, cfg.format == "paper")
     attribute_first = cfg.atomic_order == "attribute_first"
 
     def split(attr: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> Split:
-        """Rows from (attribute, e1, e2); e2 == -1 makes the atomic fact of (e1, attribute)."""
-        attr, e1, e2 = (np.asarray(z, dtype=np.int64) for z in (attr, e1, e2))
-        n = attr.size
-        cmp = e2 >= 0
-        v1 = values[e1, attr]
-        v2 = np.where(cmp, values[np.where(cmp, e2, 0), attr], -1)
-        label = np.sign(v1 - v2) + 1  # 0: v1 < v2, 1: equal, 2: v1 > v2
-        a_tok, e1_tok = attr0 + attr, e1
-        inputs = np.full((n, seq_len), pad, dtype=np.int64)
-        first, second = (a_tok, e1_tok) if attribute_first else (e1_tok, a_tok)
-        if paper:  # comparison: [attr, <q>, e1, <mask>, e2] -> per-attribute label at pos 4
-            c_rows = [
-                a_tok,
-                np.full(n, vocab.id("<q>")),
-                e1_tok,
-                np.full(n, vocab.id("<mask>")),
-                e2,
-            ]
-            label_tok = lab0 + 3 * attr + label
-        else:  # comparison: [attr, e1, e2] -> shared label at pos 2
-            c_rows = [a_tok, e1_tok, e2]
-            label_tok = lab0 + label
-        for j, col in enumerate(c_rows):
-            inputs[:, j] = np.where(cmp, col, inputs[:, j])
-        inputs[:, 0] = np.where(cmp, inputs[:, 0], first)
-        inputs[:, 1] = np.where(cmp, inputs[:, 1], second)
-        return Split(
-            inputs=torch.from_numpy(inputs),
-            answer_pos=torch.from_numpy(np.where(cmp, seq_len - 1, 1).astype(np.int64)),
-            targets=torch.from_numpy(np.where(cmp, label_tok, val0 + v1).astype(np.int64)),
-            meta={
-                "kind": cmp.astype(np.int8),
-                "attribute": attr,
-                "e1": e1,
-                "e2": np.where(cmp, e2, -1),
-                "v1": v1,
-                "v2": v2,
-            },
-        )
+        return comparison_rows(values, vocab, attribute_first, attr, e1, e2)
 
     # Atomic fact index f = e * n_attr + k.
     f_ent, f_attr = np.divmod(np.arange(n_atomic, dtype=np.int64), n_attr)
@@ -242,7 +263,7 @@ def build(cfg: ComparisonConfig) -> TaskData:
     def atomic(f: np.ndarray) -> Split:
         return split(f_attr[f], f_ent[f], np.full(f.size, -1))
 
-    def comparisons(ps: _PairSet, o: np.ndarray) -> Split:
+    def comparisons(ps: PairSet, o: np.ndarray) -> Split:
         return split(*ps.ordered(o))
 
     # Train = all atomic facts (ID and OOD) + the phi-sampled ordered comparisons.
@@ -255,11 +276,11 @@ def build(cfg: ComparisonConfig) -> TaskData:
     cap = cfg.probe_size
     id_f, ood_f = np.flatnonzero(~f_ood), np.flatnonzero(f_ood)
     probes = {
-        "atomic_id": atomic(id_f[_sample(rng, id_f.size, cap)]),
-        "atomic_ood": atomic(ood_f[_sample(rng, ood_f.size, cap)]),
-        "train_inferred": comparisons(pool, train_o[_sample(rng, train_o.size, cap)]),
-        "test_id": comparisons(test_id, _sample(rng, len(test_id), cap)),
-        "test_ood": comparisons(test_ood, _sample(rng, len(test_ood), cap)),
+        "atomic_id": atomic(id_f[sample_sorted(rng, id_f.size, cap)]),
+        "atomic_ood": atomic(ood_f[sample_sorted(rng, ood_f.size, cap)]),
+        "train_inferred": comparisons(pool, train_o[sample_sorted(rng, train_o.size, cap)]),
+        "test_id": comparisons(test_id, sample_sorted(rng, len(test_id), cap)),
+        "test_ood": comparisons(test_ood, sample_sorted(rng, len(test_ood), cap)),
     }
 
     info = {

@@ -10,9 +10,12 @@ from groklab.models.names import get_act_name
 from groklab.models.sequence import Conv1dNet, GRUNet
 from groklab.models.tl_convert import from_transformer_lens, to_transformer_lens
 from groklab.models.transformer import HookedTransformer
+from groklab.models.aaren import AarenLM  # noqa: E402  (after transformer: it builds on it)
+from groklab.models.sigma_gpt import SigmaGPT  # noqa: E402
 
 MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP,
           "cnn": Conv1dNet, "gru": GRUNet}
+MODELS.update(aaren=AarenLM, sigma_gpt=SigmaGPT)
 
 
 def build_model(cfg: ModelConfig):
@@ -20,6 +23,8 @@ def build_model(cfg: ModelConfig):
 
 
 __all__ = [
+    "AarenLM",
+    "SigmaGPT",
     "ActivationCache",
     "Conv1dNet",
     "FactoredMatrix",

@@ -13,6 +13,7 @@ from groklab.tasks import teacher as _teacher  # noqa: F401,E402
 from groklab.tasks.base import TOKEN_TYPES, Split, TaskData, TaskError, Vocab
 from groklab.tasks.objectives import IGNORE, OBJECTIVES, Objective
 from groklab.tasks.registry import TASKS, TaskConfig, make_task, register, task_spec
+from groklab.tasks.any_order import AnyOrder, objective_for  # noqa: E402
 
 __all__ = [
     "TOKEN_TYPES",
@@ -28,4 +29,6 @@ __all__ = [
     "make_task",
     "register",
     "task_spec",
+    "AnyOrder",
+    "objective_for",
 ]

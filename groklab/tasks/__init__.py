@@ -1,5 +1,6 @@
 """Seeded synthetic tasks. Importing this package registers every task."""
 
+from groklab.tasks import addition as _addition  # noqa: F401,E402
 from groklab.tasks import comparison as _comparison  # noqa: F401,E402
 
 # Each module registers its tasks on import.

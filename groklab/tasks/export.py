@@ -13,6 +13,13 @@ A row reads, for a composition inferred fact::
      "target_id": 17, "answer_pos": 2, "split": "test_id", "kind": "inferred",
      "hops": [["<e_5>", "<r_3>", "<e_42>"], ["<e_42>", "<r_7>", "<e_17>"]]}
 
+A sequence (``span``, ``lm``) row: ``target_pos[j]`` is the position after which
+``target[j]`` must be predicted; an addition row (reversed digits, 12 + 9)::
+
+    {"input": ["2", "1", "+", "9", "=", "1", "2", "<eos>"], "input_ids": [...],
+     "target": ["1", "2", "<eos>"], "target_ids": [1, 2, 12], "target_pos": [4, 5, 6],
+     "split": "train", "len_a": 2, "len_b": 1}
+
 A continuous (``classify``) row holds the floats themselves::
 
     {"input": [0.12, -1.3, ...], "target": "<digit_3>", "target_id": 3, "split": "test"}
@@ -36,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from groklab.tasks.base import Split, TaskData, TaskError, Vocab
+from groklab.tasks.objectives import IGNORE
 
 
 def _write(path: Path, text_chunks) -> None:
@@ -58,8 +66,29 @@ def _continuous_rows(name: str, split: Split, vocab: Vocab):
         yield json.dumps(row) + "\n"
 
 
+def _sequence_rows(name: str, split: Split, vocab: Vocab):
+    """``span`` and ``lm`` rows: the tokens up to the last target (padding left out), and the
+    scored targets with the position each is predicted at."""
+    toks = vocab.tokens
+    inputs = split.inputs.cpu().numpy()
+    targets = split.targets.cpu().numpy()
+    for i in range(len(split)):
+        scored = np.flatnonzero(targets[i] != IGNORE)
+        end = min(int(scored[-1]) + 2, inputs.shape[1]) if len(scored) else inputs.shape[1]
+        ids = [int(x) for x in inputs[i, :end]]
+        row = {"input": [toks[x] for x in ids], "input_ids": ids,
+               "target": [toks[int(targets[i, t])] for t in scored],
+               "target_ids": [int(targets[i, t]) for t in scored],
+               "target_pos": [int(t) for t in scored], "split": name}
+        row.update({k: _jsonable(v[i]) for k, v in split.meta.items()})
+        yield json.dumps(row) + "\n"
+
+
 def _rows(name: str, split: Split, vocab: Vocab):
     """One JSON line per row; task-specific fields come from the split's meta."""
+    if split.answer_pos is None and split.targets.dim() == 2:
+        yield from _sequence_rows(name, split, vocab)
+        return
     if split.answer_pos is None:
         yield from _continuous_rows(name, split, vocab)
         return

@@ -62,6 +62,7 @@ UNIT_FILES = {
     "test_mnist1d.py", "test_model.py", "test_neurons.py", "test_patching.py", "test_story.py",
     "test_tasks.py",
 }
+UNIT_FILES |= {"test_aaren.py"}
 
 
 def pytest_collection_modifyitems(config, items):

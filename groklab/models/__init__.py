@@ -1,5 +1,6 @@
 """Models with TransformerLens hook names. ``build_model(cfg)`` picks one by ``architecture``."""
 
+from groklab.models.aaren import AarenLM
 from groklab.models.cache import ActivationCache
 from groklab.models.config import ModelConfig
 from groklab.models.dense import DenseMLP
@@ -8,10 +9,9 @@ from groklab.models.lens import FactoredMatrix, Output
 from groklab.models.mlp import MLP, PairMLP
 from groklab.models.names import get_act_name
 from groklab.models.sequence import Conv1dNet, GRUNet
+from groklab.models.sigma_gpt import SigmaGPT
 from groklab.models.tl_convert import from_transformer_lens, to_transformer_lens
 from groklab.models.transformer import HookedTransformer
-from groklab.models.aaren import AarenLM  # noqa: E402  (after transformer: it builds on it)
-from groklab.models.sigma_gpt import SigmaGPT  # noqa: E402
 
 MODELS = {"transformer": HookedTransformer, "pair_mlp": PairMLP, "mlp": MLP, "dense": DenseMLP,
           "cnn": Conv1dNet, "gru": GRUNet}

@@ -85,6 +85,10 @@ class ModelConfig(BaseModel):
                              "position halves: choose an even d_model")
         if self.architecture == "aaren" and self.n_loops != 1:
             raise ValueError("model.n_loops must be 1 for aaren (its blocks are not shared)")
+        scheme = getattr(self, "positional", "learned")  # (the positional schemes' key)
+        if self.architecture in ("aaren", "sigma_gpt") and scheme != "learned":
+            raise ValueError(f"model.positional={scheme} is not implemented for "
+                             f"{self.architecture}; it uses learned absolute positions (learned)")
         return self
 
     def resolved(self, d_vocab: int, n_ctx: int) -> "ModelConfig":

@@ -11,10 +11,10 @@ from groklab.tasks import modular as _modular  # noqa: F401,E402
 from groklab.tasks import parity as _parity  # noqa: F401,E402
 from groklab.tasks import strings as _strings  # noqa: F401,E402
 from groklab.tasks import teacher as _teacher  # noqa: F401,E402
+from groklab.tasks.any_order import AnyOrder, objective_for
 from groklab.tasks.base import TOKEN_TYPES, Split, TaskData, TaskError, Vocab
 from groklab.tasks.objectives import IGNORE, OBJECTIVES, Objective
 from groklab.tasks.registry import TASKS, TaskConfig, make_task, register, task_spec
-from groklab.tasks.any_order import AnyOrder, objective_for  # noqa: E402
 
 __all__ = [
     "TOKEN_TYPES",

@@ -109,3 +109,23 @@ def objective_for(data: TaskData, model_cfg) -> Objective:
         raise TaskError(f"task '{data.name}' scores targets that are not the next token of "
                         "their row; sigma_gpt reorders rows, so every scored target must be in it")
     return AnyOrder(data.objective, model_cfg.order, model_cfg.order_prompt)
+
+
+@torch.no_grad()
+def decode_in_order(model, inputs: torch.Tensor, targets: torch.Tensor, order: torch.Tensor
+                    ) -> torch.Tensor:
+    """Greedy decoding of every scored token of every row, in ``order`` (as :func:`make_order`
+    gives): the scored tokens are blanked, then filled one step of the order at a time, each
+    from the model's prediction given the tokens before it in the order. One forward pass per
+    step; returns the filled rows (what ``exact`` counts without decoding, objectives.py)."""
+    tokens = inputs.clone()
+    scored = scored_tokens(targets)
+    tokens[scored] = 0  # never read: a step sees only the tokens before it in the order
+    rows = torch.arange(len(tokens), device=tokens.device)
+    for t in range(tokens.shape[1] - 1):
+        j = order[:, t + 1]  # the token that step t predicts
+        todo = scored[rows, j]
+        if todo.any():
+            nxt = model(tokens, order=order)[rows, j - 1].argmax(-1)
+            tokens[rows[todo], j[todo]] = nxt[todo]
+    return tokens

@@ -66,8 +66,7 @@ class SigmaGPT(_SmallModel):
         """Logits [batch, pos, d_vocab_out] (or at ``answer_pos``) of the row read in
         ``order`` [batch, pos] (a permutation of 0..pos-1 per row; None: left to right)."""
         B, L = tokens.shape
-        steps = torch.arange(L, device=tokens.device).expand(B, L)
-        sigma = steps if order is None else order
+        sigma = torch.arange(L, device=tokens.device).expand(B, L) if order is None else order
         nxt = torch.cat([sigma[:, 1:], sigma.new_full((B, 1), L)], 1)
         x = tokens if order is None else tokens.gather(1, sigma)
         embed = self.hook_embed(F.embedding(x, self.W_E))

@@ -13,13 +13,14 @@ not depend on them) decode T tokens one at a time, batch B, for T = 64 .. 4096:
 
 Two measures, side by side: (1) state: the bytes of the tensors a decoder carries from one step
 to the next (torch's own accounting: numel x element size), its maximum over the T steps; (2)
-peak RSS: each (model, T) decodes in a fresh subprocess and reports the growth of its peak
-resident memory (``ru_maxrss``) over what it held after one warm-up step: real memory, with the
+peak RSS: each (model, T) decodes in a forked child process and reports the growth of its resident
+memory (/proc/self/statm, sampled after every step; the maximum) over what it held before its
+decoder (and cache) existed, after a warm-up step of a throwaway decoder: real memory, with the
 allocator's and the OS's noise of a few MB. The softmax decoder's logits are checked against
 the transformer's full forward on a short sequence first (so its cache is the real thing), and
 Aaren's recurrence against its parallel scan.
 
-    python bench/aaren_memory.py                  # d_model 256, 4 layers, batch 8: ~3 min
+    python bench/aaren_memory.py                  # d_model 256, 4 layers, batch 8: ~1 CPU-min
     python bench/aaren_memory.py --d-model 512 --batch 16
 """
 
@@ -28,8 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import subprocess
+import os
 import sys
 
 import torch
@@ -54,7 +54,8 @@ class KVDecoder:
         c = model.cfg
         self.model, self.t = model, 0
         shape = (batch, length, c.n_heads, c.d_head)
-        self.cache = [(torch.zeros(shape), torch.zeros(shape)) for _ in model.blocks]
+        # empty, not zeros: zeroing would touch every page up front; rows are written as used
+        self.cache = [(torch.empty(shape), torch.empty(shape)) for _ in model.blocks]
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for kv in self.cache for t in kv)
@@ -95,15 +96,25 @@ def decode(kind: str, length: int, args) -> dict:
     model = make(arch, args)
     tokens = torch.randint(0, args.vocab, (args.batch, length),
                            generator=torch.Generator().manual_seed(1))
+    warm = cls(model, args.batch, 2)  # first-call allocations outside the measurement
+    warm.step(tokens[:, 0])
+    del warm
+    rss0 = rss = resident_kb()
     dec = cls(model, args.batch, length)
     dec.step(tokens[:, 0])
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     state = dec.state_bytes()
     for t in range(1, length):
         dec.step(tokens[:, t])
         state = max(state, dec.state_bytes())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss = max(rss, resident_kb())
     return {"state_bytes": state, "rss_growth_kb": rss - rss0}
+
+
+def resident_kb() -> int:
+    """Current resident memory (/proc/self/statm), not the peak: a forked child inherits its
+    parent's peak, and a peak counts memory freed before the decode."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def check(args) -> None:
@@ -119,6 +130,23 @@ def check(args) -> None:
         assert err < 1e-4, f"{kind} decoding differs from the full forward by {err}"
 
 
+def in_child(kind: str, length: int, args) -> dict:
+    """:func:`decode` in a forked child (torch already imported): its own peak RSS."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            os.write(write, json.dumps(decode(kind, length, args)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--d-model", type=int, default=256)
@@ -126,27 +154,24 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=16)
-    ap.add_argument("--one", nargs=2, metavar=("KIND", "LENGTH"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args(argv)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # glibc would serve big tensors from heap pages that earlier frees left resident, so
+        # the RSS would not move: every allocation over 64 KB gets fresh pages instead
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(1)
-    if args.one:  # a child: one (decoder, length), its numbers on stdout
-        print(json.dumps(decode(args.one[0], int(args.one[1]), args)))
-        return
     check(args)
-    base = [f"--d-model={args.d_model}", f"--layers={args.layers}", f"--heads={args.heads}",
-            f"--batch={args.batch}", f"--vocab={args.vocab}"]
     rows = []
     for length in LENGTHS:
         row = {"length": length}
         for kind in DECODERS:
-            out = subprocess.run([sys.executable, __file__, *base, "--one", kind, str(length)],
-                                 capture_output=True, text=True, check=True).stdout
-            row[kind] = json.loads(out.strip().splitlines()[-1])
+            row[kind] = in_child(kind, length, args)
         rows.append(row)
     print(f"d_model {args.d_model}, {args.layers} layers, {args.heads} heads, batch "
           f"{args.batch}, float32; state = bytes carried between steps (max over the run), "
-          "RSS = growth of peak resident memory after the first step")
+          "RSS = growth of resident memory over the decode (max of samples)")
     print(f"{'length':>7} {'aaren state':>12} {'softmax state':>14} {'ratio':>8} "
           f"{'aaren RSS':>10} {'softmax RSS':>12}")
     for r in rows:

@@ -86,6 +86,13 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
         "modular tasks, its dominant Fourier frequency (Nanda et al. 2023).",
         options=("checkpoints", "n_examples")),
     Analysis(
+        "length_grid", "groklab.analysis.length_grid", "LengthGridResult",
+        "Length generalization grid",
+        "Exact match of an arithmetic run on every (digits of a, digits of b) cell up to the "
+        "task's eval_digits, inside and beyond the training lengths, as a heatmap (McLeish et "
+        "al. 2024).",
+        options=()),
+    Analysis(
         "circuit", "groklab.analysis.circuit", "CircuitSummary", "Circuit summary",
         "Logit lens and causal tracing read together across training: which states carry the "
         "bridge entity, and which links grow as the model groks.",

@@ -49,6 +49,17 @@ class ModelConfig(BaseModel):
     init_mode: Literal["gpt2", "nanda"] = "gpt2"
     initializer_range: float = 0.02  # std of N(0, .) in gpt2 init
     init_scale: float = 1.0  # Omnigrok's alpha: every initial parameter multiplied by it
+    # Positional scheme (models/positions.py): learned absolute rows, none (NoPE), rotary, or
+    # Abacus (an index per digit within its number, with a random training offset).
+    positional: Literal["learned", "none", "rotary", "abacus"] = "learned"
+    rotary_base: float = 10000.0
+    abacus_max_offset: int = 99  # training offset k ~ U{0..this} per forward pass (reference: 99)
+    abacus_table: int = -1  # rows of the Abacus table (-1: n_ctx + abacus_max_offset + 1)
+    abacus_digits: list[int] = []  # token ids that are digits; for_task: the task's numbers
+    # Looped depth: before every pass of the stack after the first, the embedded input is
+    # added to the residual stream again ("add", McLeish et al.'s input injection) or not.
+    loop_injection: Literal["none", "add"] = "none"
+    eval_loops: int = -1  # passes of the stack in eval mode (-1: n_loops); more for longer inputs
     # sigma_gpt: the order of each training row's answer (left_to_right: the same model trained
     # as a plain GPT) and whether the prompt is read in a random order too (tasks/any_order.py)
     order: Literal["random", "left_to_right"] = "random"
@@ -80,15 +91,29 @@ class ModelConfig(BaseModel):
                              f"{self.initializer_range}")
         if not (finite(self.init_scale) and self.init_scale > 0):
             raise ValueError(f"model.init_scale must be > 0 and finite, got {self.init_scale}")
+        if self.eval_loops != -1 and self.eval_loops < self.n_loops:
+            raise ValueError(f"model.eval_loops {self.eval_loops} is below model.n_loops "
+                             f"{self.n_loops}; use -1 (= n_loops) or a value >= n_loops")
+        if self.abacus_max_offset < 0:
+            raise ValueError(f"model.abacus_max_offset must be >= 0, got {self.abacus_max_offset}")
+        if self.abacus_table != -1 and self.abacus_table <= self.abacus_max_offset + 1:
+            raise ValueError(f"model.abacus_table {self.abacus_table} leaves no row for a digit "
+                             f"after model.abacus_max_offset {self.abacus_max_offset}; need "
+                             "abacus_table > abacus_max_offset + 1 (or -1: derived)")
+        if not (finite(self.rotary_base) and self.rotary_base > 1):
+            raise ValueError(f"model.rotary_base must be > 1 and finite, got {self.rotary_base}")
         if self.architecture == "sigma_gpt" and self.d_model % 2:
             raise ValueError(f"model.d_model {self.d_model} is odd; sigma_gpt splits it into two "
                              "position halves: choose an even d_model")
         if self.architecture == "aaren" and self.n_loops != 1:
             raise ValueError("model.n_loops must be 1 for aaren (its blocks are not shared)")
-        scheme = getattr(self, "positional", "learned")  # (the positional schemes' key)
-        if self.architecture in ("aaren", "sigma_gpt") and scheme != "learned":
-            raise ValueError(f"model.positional={scheme} is not implemented for "
+        if self.architecture in ("aaren", "sigma_gpt") and self.positional != "learned":
+            raise ValueError(f"model.positional={self.positional} is not implemented for "
                              f"{self.architecture}; it uses learned absolute positions (learned)")
+        if self.architecture in ("aaren", "sigma_gpt") and (
+                self.loop_injection != "none" or self.eval_loops not in (-1, self.n_loops)):
+            raise ValueError(f"model.loop_injection and model.eval_loops are for transformer; "
+                             f"{self.architecture} needs loop_injection none, eval_loops -1")
         return self
 
     def resolved(self, d_vocab: int, n_ctx: int) -> "ModelConfig":
@@ -100,6 +125,9 @@ class ModelConfig(BaseModel):
         d["d_head"] = self.d_model // self.n_heads if self.d_head == -1 else self.d_head
         d["d_mlp"] = 4 * self.d_model if self.d_mlp == -1 else self.d_mlp
         d["d_embed"] = self.d_model if self.d_embed == -1 else self.d_embed
+        d["eval_loops"] = self.n_loops if self.eval_loops == -1 else self.eval_loops
+        if self.abacus_table == -1:  # no run of digits is longer than the context
+            d["abacus_table"] = d["n_ctx"] + self.abacus_max_offset + 1
         tied = self.architecture in ATTENTION and self.tie_word_embeddings
         if tied and d["d_vocab_out"] != d["d_vocab"]:
             raise ValueError("model.tie_word_embeddings needs d_vocab_out == d_vocab")
@@ -125,6 +153,10 @@ class ModelConfig(BaseModel):
             raise ValueError(f"model.architecture={self.architecture} needs continuous inputs; "
                              f"task '{data.name}' has tokens (use transformer, mlp or pair_mlp)")
         cfg = self.resolved(len(data.vocab), data.seq_len)
+        if cfg.positional == "abacus":
+            from groklab.models.positions import for_abacus
+
+            cfg = for_abacus(cfg, data)
         top = max(int(s.targets.max()) for s in (data.train, *data.probes.values()) if len(s))
         if top >= cfg.d_vocab_out:
             raise ValueError(
@@ -135,4 +167,10 @@ class ModelConfig(BaseModel):
 
     @property
     def n_effective_layers(self) -> int:
-        return self.n_layers * self.n_loops
+        """Blocks with their own hook points: the deeper of the training and eval-mode stacks."""
+        return self.n_layers * max(self.n_loops, self.eval_loops)
+
+    def depth(self, training: bool) -> int:
+        """Blocks a forward pass runs: n_loops passes in training, eval_loops in eval mode."""
+        loops = self.n_loops if training or self.eval_loops == -1 else self.eval_loops
+        return self.n_layers * loops

@@ -45,15 +45,20 @@ def forward(model, tokens: torch.Tensor, answer_pos: torch.Tensor | None = None)
 
 def transformer_forward(model: HookedTransformer, tokens, answer_pos=None):
     cfg = model.cfg
-    blocks = list(model.blocks)
+    blocks = list(model.blocks)[: cfg.depth(model.training)]
     if (answer_pos is not None and len(blocks) == 1 and tokens.shape[-2] > cfg.d_vocab
-            and not (model.training and cfg.dropout > 0)):
+            and cfg.positional == "learned" and not (model.training and cfg.dropout > 0)):
         out = _first_block_at(blocks[0], model.W_E, model.W_pos, tokens, answer_pos)
         return model.unembed(kernels.layer_norm(model.ln_final, out))
-    resid = model.embed_drop(F.embedding(tokens, model.W_E) + model.W_pos[: tokens.shape[-1]])
-    for block in blocks[:-1] if answer_pos is not None else blocks:
-        resid = kernels.block(block, resid)
+    pos = model.position_embedding(tokens)
+    embed = F.embedding(tokens, model.W_E)
+    resid = embedded = model.embed_drop(embed if pos is None else embed + pos)
+    inject = model.loop_starts(0, len(blocks) - 1)
+    for l, block in enumerate(blocks[:-1] if answer_pos is not None else blocks):
+        resid = kernels.block(block, resid + embedded if l in inject else resid)
     if answer_pos is not None:
+        if len(blocks) - 1 in inject:
+            resid = resid + embedded
         out = _block_at(blocks[-1], resid, answer_pos)
         return model.unembed(kernels.layer_norm(model.ln_final, out))
     return model.unembed(kernels.layer_norm(model.ln_final, resid))
@@ -77,6 +82,7 @@ def _block_at(block, resid, answer_pos):
     """[batch, d_model]: resid_post at the answer positions only (keys from all before)."""
     rows = torch.arange(resid.shape[0], device=resid.device)
     q, k, v = kernels.qkv(block.attn, kernels.layer_norm(block.ln1, resid))
+    q, k = block.attn.rotate(q, k)
     attn_out = _attend_at(block.attn, q[rows, answer_pos], k, v, answer_pos)
     resid = resid[rows, answer_pos] + block.drop(attn_out)
     return resid + block.drop(kernels.mlp(block.mlp, kernels.layer_norm(block.ln2, resid)))

@@ -61,6 +61,9 @@ def check_exportable(model: HookedTransformer) -> None:
                           "GPT-2 cannot express; export a model with model.n_loops=1")
     if cfg.normalization_type != "LN":
         raise ExportError("model.normalization_type=None has no LayerNorm; GPT-2 always has one")
+    if cfg.positional != "learned":
+        raise ExportError(f"model.positional={cfg.positional}: GPT-2 has learned absolute "
+                          "positions only; export a model with model.positional=learned")
     if cfg.n_heads * cfg.d_head != cfg.d_model:
         raise ExportError(f"GPT-2 needs n_heads * d_head == d_model; this model has "
                           f"{cfg.n_heads} x {cfg.d_head} != {cfg.d_model}")

@@ -53,6 +53,7 @@ def out_proj(attn, z):
 
 def attention(attn, x):
     q, k, v = qkv(attn, x)
+    q, k = attn.rotate(q, k)  # rotary positions (a no-op for every other scheme)
     p_drop = attn.cfg.dropout if attn.training else 0.0
     if _MATH_ATTENTION:
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(attn.cfg.d_head)

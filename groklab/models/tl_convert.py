@@ -66,11 +66,18 @@ def to_transformer_lens(model: HookedTransformer):
         raise ImportError("to_transformer_lens needs transformer-lens<4 "
                           "(pip install 'transformer-lens<4')") from e
     c = model.cfg
+    if c.positional not in ("learned", "rotary") or c.loop_injection != "none":
+        raise ValueError(f"to_transformer_lens: TransformerLens has no model.positional="
+                         f"{c.positional} nor input injection; learned or rotary, no injection")
+    if c.eval_loops not in (-1, c.n_loops):
+        raise ValueError("to_transformer_lens unrolls n_loops passes; model.eval_loops differs")
     tl_cfg = HookedTransformerConfig(
         n_layers=c.n_effective_layers, d_model=c.d_model, n_heads=c.n_heads, d_head=c.d_head,
         d_mlp=c.d_mlp, d_vocab=c.d_vocab, d_vocab_out=c.d_vocab_out, n_ctx=c.n_ctx,
         act_fn=c.act_fn, normalization_type=c.normalization_type, default_prepend_bos=False,
         device=str(model.W_E.device), dtype=model.W_E.dtype,
+        **({"positional_embedding_type": "rotary", "rotary_dim": c.d_head,
+            "rotary_base": int(c.rotary_base)} if c.positional == "rotary" else {}),
     )
     with warnings.catch_warnings():  # 3.x deprecates HookedTransformer in favour of its bridge
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groklab.models import kernels
+from groklab.models import kernels, positions
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import HookedRootModule, HookPoint
 from groklab.models.lens import StackedWeights, finish
@@ -78,6 +78,19 @@ class Attention(nn.Module):
         self.register_buffer(
             "mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False
         )
+        self.rotary = cfg.positional == "rotary"
+        if self.rotary:  # q and k rotated after hook_q / hook_k, as TransformerLens does
+            cos, sin = positions.rotary_tables(n_ctx, dh, cfg.rotary_base)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+            self.hook_rot_q = HookPoint()  # [batch, pos, n_heads, d_head]
+            self.hook_rot_k = HookPoint()
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.rotary:
+            return q, k
+        return (positions.rotate(q, self.rotary_cos, self.rotary_sin),
+                positions.rotate(k, self.rotary_cos, self.rotary_sin))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
@@ -93,6 +106,9 @@ class Attention(nn.Module):
         q = self.hook_q(project(self.W_Q, self.b_Q))
         k = self.hook_k(project(self.W_K, self.b_K))
         v = self.hook_v(project(self.W_V, self.b_V))
+        if self.rotary:
+            q, k = self.rotate(q, k)
+            q, k = self.hook_rot_q(q), self.hook_rot_k(k)
         scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [b, h, q, k]
         scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:p, :p], float("-inf")))
         pattern = self.hook_pattern(scores.softmax(-1))
@@ -166,11 +182,21 @@ class HookedTransformer(StackedWeights, HookedRootModule):
         assert cfg.d_vocab > 0 and cfg.n_ctx > 0, "resolve the config first: cfg.resolved(...)"
         self.cfg = cfg
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
-        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
+        if cfg.positional == "learned":
+            self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
+        elif cfg.positional == "abacus":
+            if not cfg.abacus_digits:
+                raise ValueError("model.positional=abacus needs the digit token ids "
+                                 "(model.abacus_digits; for_task takes the task's numbers)")
+            self.W_abacus = nn.Parameter(torch.empty(cfg.abacus_table, cfg.d_model))
+            is_digit = torch.zeros(cfg.d_vocab, dtype=torch.bool)
+            is_digit[cfg.abacus_digits] = True
+            self.register_buffer("is_digit", is_digit, persistent=False)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         self.hook_pos_embed = HookPoint()
         self.embed_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_effective_layers))
+        self.injects = cfg.loop_injection == "add" and cfg.n_effective_layers > cfg.n_layers
         for i in range(cfg.n_layers, cfg.n_effective_layers):
             _share_parameters(self.blocks[i], self.blocks[i % cfg.n_layers])
         self.ln_final = LayerNorm(cfg)
@@ -205,8 +231,8 @@ class HookedTransformer(StackedWeights, HookedRootModule):
             for name, p in self.named_parameters():
                 if p.dim() >= 2:
                     scale = 1.0
-                    if name.endswith(("W_O", "W_out")):
-                        scale = 1.0 / math.sqrt(2 * cfg.n_effective_layers)
+                    if name.endswith(("W_O", "W_out")):  # the trained depth, not eval_loops'
+                        scale = 1.0 / math.sqrt(2 * cfg.n_layers * cfg.n_loops)
                     p.normal_(0.0, std * scale)
         if cfg.init_scale != 1.0:
             for p in self.parameters():
@@ -216,10 +242,31 @@ class HookedTransformer(StackedWeights, HookedRootModule):
         # F.embedding, not W_E[tokens]: indexing's backward (index_put with accumulation) adds
         # repeated tokens' gradients in a thread-dependent order on a CPU; embedding's does not.
         embed = self.hook_embed(F.embedding(tokens, self.W_E))
-        pos = self.W_pos[: tokens.shape[-1]].expand_as(embed)
+        pos = self.position_embedding(tokens)
+        if pos is None:  # none, rotary: nothing is added to the residual stream
+            return self.embed_drop(embed)
+        pos = pos.expand_as(embed)
         if self.hook_pos_embed.has_hooks():
             pos = pos.contiguous()  # a watched activation never aliases W_pos (nor row 0 row 1)
         return self.embed_drop(embed + self.hook_pos_embed(pos))
+
+    def position_embedding(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """What the positional scheme adds to the embedding ([pos, d_model] or [batch, pos,
+        d_model]); None where positions act inside attention or not at all."""
+        if self.cfg.positional == "learned":
+            return self.W_pos[: tokens.shape[-1]]
+        if self.cfg.positional == "abacus":
+            idx = positions.abacus_positions(tokens, self.is_digit)
+            idx = positions.abacus_offset(idx, self.cfg.abacus_max_offset, self.training)
+            return F.embedding(idx, self.W_abacus)
+        return None
+
+    def loop_starts(self, first: int, last: int) -> list[int]:
+        """Layers in ``first < l <= last`` before which the embedded input is re-added."""
+        if not self.injects:
+            return []
+        n = self.cfg.n_layers
+        return [l for l in range(first + 1, last + 1) if l % n == 0]
 
     def forward(
         self,
@@ -255,10 +302,26 @@ class HookedTransformer(StackedWeights, HookedRootModule):
         elif tokens is None and not input.is_floating_point():
             tokens = input
         resid = self.residual_from_tokens(input) if residual is None else residual
-        for block in self.blocks[start_at_layer or 0 : stop_at_layer]:
-            resid = block(resid)
+        first, depth = start_at_layer or 0, self.cfg.depth(self.training)
+        layers = range(depth)[first:stop_at_layer]
+        last = max(layers.stop, first)
+        # a pass starting at ``last`` begins with the injection: part of the state entering it
+        inject = self.loop_starts(first, last if stop_at_layer is not None and last < depth
+                                  else last - 1)
+        if inject:  # the state entering a later pass is the last one's output + the input
+            if residual is None and first == 0:
+                embedded = resid
+            elif tokens is not None:
+                embedded = self.residual_from_tokens(tokens)
+            else:
+                raise ValueError("model.loop_injection=add re-adds the embedded input: pass "
+                                 "tokens= with a residual that starts past layer 0")
+        for l in layers:
+            if l in inject:
+                resid = resid + embedded
+            resid = self.blocks[l](resid)
         if stop_at_layer is not None:
-            return resid
+            return resid + embedded if last in inject else resid
         resid = self.ln_final(resid)
         if answer_pos is not None:
             resid = resid[torch.arange(resid.shape[0], device=resid.device), answer_pos]

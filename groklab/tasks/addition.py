@@ -15,8 +15,9 @@ Probes: ``id`` holds rows of the training buckets that are not training rows (wh
 has room: a 1+1-digit bucket has only 81 pairs); ``ood`` rows have both operands of
 ``max_digits + 1 .. eval_digits`` digits. :func:`grid_split` builds the rows of any (len a, len
 b) cell up to ``eval_digits`` for the length-grid evaluation (``groklab analyze RUN
---length-grid``). ``seq_len`` fits the longest row of ``eval_digits``-digit operands, so a
-model's context covers every cell.
+--length-grid``). The ``ood`` rows are padded to the longest row of ``eval_digits``-digit
+operands, so a model's context covers every cell; training and ``id`` rows only to their own
+longest row (a training step does not pay for the longest evaluated lengths).
 
 Worked example, reversed: 12 + 9 = 21 -> tokens [2, 1, +, 9, =, 1, 2, <eos>], targets
 [IGNORE, IGNORE, IGNORE, IGNORE, 1, 2, <eos>, IGNORE]: after "=" the model must write the units
@@ -113,7 +114,11 @@ def _draw(rng, cfg: AdditionConfig, buckets: list[tuple[int, int]], n: int,
     return [pairs[i] for i in order]
 
 
-def _rows(pairs: list[tuple[int, int]], cfg: AdditionConfig, vocab: Vocab, seq_len: int) -> Split:
+def _rows(pairs: list[tuple[int, int]], cfg: AdditionConfig, vocab: Vocab,
+          seq_len: int | None = None) -> Split:
+    """Rows padded to ``seq_len``, or (None) to the longest row among them."""
+    if seq_len is None:
+        seq_len = max(row_length(cfg.op, len(str(a)), len(str(b))) for a, b in pairs)
     op_id, eq, eos, pad = (vocab.id(t) for t in (OPS[cfg.op], "=", "<eos>", "<pad>"))
     inputs = np.full((len(pairs), seq_len), pad, dtype=np.int64)
     targets = np.full((len(pairs), seq_len), IGNORE, dtype=np.int64)
@@ -137,12 +142,12 @@ def seq_len_of(cfg: AdditionConfig) -> int:
 
 def grid_split(cfg: AdditionConfig, len_a: int, len_b: int, n: int, seed: int = 0) -> Split:
     """``n`` rows of ``len_a``- and ``len_b``-digit operands (one length-grid cell), padded to
-    the task's ``seq_len``; seeded per cell so every run is scored on the same rows."""
+    their own length; seeded per cell so every run is scored on the same rows."""
     if not (1 <= len_a <= cfg.eval_digits and 1 <= len_b <= cfg.eval_digits):
         raise TaskError(f"grid cell ({len_a}, {len_b}) is outside 1..eval_digits "
                         f"({cfg.eval_digits}); raise task.eval_digits")
     rng = np.random.default_rng([cfg.seed, seed, len_a, len_b])
-    return _rows(_draw(rng, cfg, [(len_a, len_b)], n), cfg, make_vocab(cfg.op), seq_len_of(cfg))
+    return _rows(_draw(rng, cfg, [(len_a, len_b)], n), cfg, make_vocab(cfg.op))
 
 
 def decode_numbers(tokens, vocab: Vocab, reverse: bool) -> tuple[int, int, int | None]:
@@ -171,7 +176,10 @@ def build(cfg: AdditionConfig) -> TaskData:
     buckets = [(la, lb) for la in lengths for lb in lengths]
     train = _draw(rng, cfg, buckets, cfg.n_train)
     seen = set(train)
-    probes = {"id": _rows(_draw(rng, cfg, buckets, cfg.n_test, seen), cfg, vocab, seq_len)}
+    # Training and id rows are padded to their longest row (training does not pay for the
+    # context of the longest evaluated operands); ood to the full seq_len, the model's context.
+    full = None if cfg.eval_digits > cfg.max_digits else seq_len
+    probes = {"id": _rows(_draw(rng, cfg, buckets, cfg.n_test, seen), cfg, vocab, full)}
     ood_id = None
     if cfg.eval_digits > cfg.max_digits:
         far = range(cfg.max_digits + 1, cfg.eval_digits + 1)
@@ -180,7 +188,7 @@ def build(cfg: AdditionConfig) -> TaskData:
         ood_id = "ood"
     longest = answer_digits(cfg.op, cfg.eval_digits, cfg.eval_digits)
     return TaskData(
-        name="addition", vocab=vocab, train=_rows(train, cfg, vocab, seq_len), probes=probes,
+        name="addition", vocab=vocab, train=_rows(train, cfg, vocab), probes=probes,
         id_split="id", ood_split=ood_id,
         info={"op": cfg.op, "reverse": cfg.reverse,
               "train_digits": f"{cfg.min_digits}..{cfg.max_digits}",

@@ -140,9 +140,13 @@ class TaskData:
 
     @property
     def seq_len(self) -> int:
-        """Tokens per row (for continuous inputs: the trailing length, 1 for flat features)."""
+        """Tokens per row (for continuous inputs: the trailing length, 1 for flat features).
+        A token task may pad its splits to different widths (addition pads its training rows
+        only to the longest training row): the model's context is the widest split's."""
         shape = self.train.inputs.shape
-        return int(shape[1]) if len(shape) == 2 and not self.continuous else int(shape[-1])
+        if len(shape) == 2 and not self.continuous:
+            return max(int(s.inputs.shape[1]) for s in (self.train, *self.probes.values()))
+        return int(shape[-1])
 
     @property
     def continuous(self) -> bool:

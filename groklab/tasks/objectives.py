@@ -201,21 +201,44 @@ class Classify(Objective):
 
 
 @torch.no_grad()
-def greedy_decode(model, inputs: torch.Tensor, start: torch.Tensor, length: torch.Tensor
-                  ) -> torch.Tensor:
+def greedy_decode(model, inputs: torch.Tensor, start: torch.Tensor, length: torch.Tensor,
+                  stop: int | None = None) -> torch.Tensor:
     """Greedy decoding of every row at once: row i keeps ``inputs[i, :start[i]]`` as its prompt
-    and writes ``length[i]`` generated tokens from position ``start[i]`` on. One forward pass
-    per generated token (``max(length)`` in all), batched over rows; returns the filled
-    [n, seq_len] tokens (positions past a row's answer keep their input tokens)."""
+    and writes up to ``length[i]`` generated tokens from position ``start[i]`` on, stopping after
+    it writes ``stop`` (an end-of-sequence id) if given. Rows of different prompt and answer
+    lengths decode together: one forward pass per generated token (``max(length)`` at most,
+    fewer once every row has stopped), batched over rows, each over the columns up to the
+    furthest position still being written (the model is causal, so later columns cannot change
+    it). Returns the filled [n, seq_len] tokens (positions past a row's answer keep their
+    input tokens). An unhooked transformer in eval mode decodes with a key/value cache
+    (``groklab.models.decode``: one new column per forward, the same tokens)."""
+    from groklab.models import decode  # models depend on nothing here; import on use
+
+    if decode.supported(model):
+        return decode.cached_greedy(model, inputs, start, length, stop)
     tokens = inputs.clone()
     rows = torch.arange(len(tokens), device=tokens.device)
+    done = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
     for j in range(int(length.max()) if len(length) else 0):
         pos = start + j
-        active = j < length
-        logits = _fast_forward(model, tokens)  # causal: later tokens do not reach pos - 1
-        nxt = logits[rows, (pos - 1).clamp(min=0)].argmax(-1)
+        active = (j < length) & ~done
+        if not bool(active.any()):
+            break
+        width = int(pos[active].max())
+        logits = _fast_forward(model, tokens[:, :width])
+        nxt = logits[rows, (pos - 1).clamp(min=0, max=width - 1)].argmax(-1)
         tokens[rows[active], pos[active]] = nxt[active]
+        if stop is not None:
+            done |= active & (nxt == stop)
     return tokens
+
+
+def span_bounds(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, length) of each row's answer span: the first position written and how many
+    tokens (``targets[i, t]`` is the token at position t + 1)."""
+    mask = targets != IGNORE
+    first = mask.float().argmax(-1)
+    return first + 1, mask.sum(-1)
 
 
 @torch.no_grad()

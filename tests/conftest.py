@@ -64,6 +64,7 @@ UNIT_FILES = {
     "test_complex.py",
     "test_adapters.py",
 }
+UNIT_FILES |= {"test_aaren.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from groklab.validation import finite, no_bool_numbers
 
 CONTINUOUS = ("dense", "cnn", "gru")  # architectures that read continuous inputs
+ATTENTION = ("transformer", "aaren", "sigma_gpt")  # token models with heads and W_E
 
 
 class ModelConfig(BaseModel):
@@ -26,7 +27,10 @@ class ModelConfig(BaseModel):
     # (n_layers 0: logistic regression), for the ``classify`` objective (models/dense.py);
     # cnn, gru: n_layers Conv1d layers of d_model channels / bidirectional GRU layers of hidden
     # size d_model on continuous sequences (models/sequence.py, MNIST-1D's baselines)
-    architecture: Literal["transformer", "pair_mlp", "mlp", "dense", "cnn", "gru"] = "transformer"
+    # aaren: attention with a learned query as a prefix scan / RNN (models/aaren.py);
+    # sigma_gpt: a transformer trained in a random order per row (models/sigma_gpt.py)
+    architecture: Literal["transformer", "pair_mlp", "mlp", "dense", "cnn", "gru", "aaren",
+                          "sigma_gpt"] = "transformer"
     n_layers: int = 4  # distinct blocks; with n_loops > 1 the stack runs n_loops times
     d_model: int = 128
     n_heads: int = 4
@@ -56,6 +60,10 @@ class ModelConfig(BaseModel):
     # added to the residual stream again ("add", McLeish et al.'s input injection) or not.
     loop_injection: Literal["none", "add"] = "none"
     eval_loops: int = -1  # passes of the stack in eval mode (-1: n_loops); more for longer inputs
+    # sigma_gpt: the order of each training row's answer (left_to_right: the same model trained
+    # as a plain GPT) and whether the prompt is read in a random order too (tasks/any_order.py)
+    order: Literal["random", "left_to_right"] = "random"
+    order_prompt: Literal["shuffle", "keep"] = "shuffle"
 
     _no_bools = field_validator("*", mode="before")(no_bool_numbers)
 
@@ -70,7 +78,7 @@ class ModelConfig(BaseModel):
             if getattr(self, f) != -1 and getattr(self, f) <= 0:
                 raise ValueError(f"model.{f} must be a positive integer (or -1: derived), got "
                                  f"{getattr(self, f)}")
-        heads = self.architecture == "transformer"  # the others have no attention heads
+        heads = self.architecture in ATTENTION  # the others have no attention heads
         if heads and self.d_head == -1 and self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}; "
@@ -94,6 +102,18 @@ class ModelConfig(BaseModel):
                              "abacus_table > abacus_max_offset + 1 (or -1: derived)")
         if not (finite(self.rotary_base) and self.rotary_base > 1):
             raise ValueError(f"model.rotary_base must be > 1 and finite, got {self.rotary_base}")
+        if self.architecture == "sigma_gpt" and self.d_model % 2:
+            raise ValueError(f"model.d_model {self.d_model} is odd; sigma_gpt splits it into two "
+                             "position halves: choose an even d_model")
+        if self.architecture == "aaren" and self.n_loops != 1:
+            raise ValueError("model.n_loops must be 1 for aaren (its blocks are not shared)")
+        if self.architecture in ("aaren", "sigma_gpt") and self.positional != "learned":
+            raise ValueError(f"model.positional={self.positional} is not implemented for "
+                             f"{self.architecture}; it uses learned absolute positions (learned)")
+        if self.architecture in ("aaren", "sigma_gpt") and (
+                self.loop_injection != "none" or self.eval_loops not in (-1, self.n_loops)):
+            raise ValueError(f"model.loop_injection and model.eval_loops are for transformer; "
+                             f"{self.architecture} needs loop_injection none, eval_loops -1")
         return self
 
     def resolved(self, d_vocab: int, n_ctx: int) -> "ModelConfig":
@@ -108,7 +128,7 @@ class ModelConfig(BaseModel):
         d["eval_loops"] = self.n_loops if self.eval_loops == -1 else self.eval_loops
         if self.abacus_table == -1:  # no run of digits is longer than the context
             d["abacus_table"] = d["n_ctx"] + self.abacus_max_offset + 1
-        tied = self.architecture == "transformer" and self.tie_word_embeddings
+        tied = self.architecture in ATTENTION and self.tie_word_embeddings
         if tied and d["d_vocab_out"] != d["d_vocab"]:
             raise ValueError("model.tie_word_embeddings needs d_vocab_out == d_vocab")
         if d["n_ctx"] < n_ctx:

@@ -13,6 +13,7 @@ from groklab.tasks import modular as _modular  # noqa: F401,E402
 from groklab.tasks import parity as _parity  # noqa: F401,E402
 from groklab.tasks import strings as _strings  # noqa: F401,E402
 from groklab.tasks import teacher as _teacher  # noqa: F401,E402
+from groklab.tasks.any_order import AnyOrder, objective_for
 from groklab.tasks.base import TOKEN_TYPES, Split, TaskData, TaskError, Vocab
 from groklab.tasks.objectives import IGNORE, OBJECTIVES, Objective
 from groklab.tasks.registry import TASKS, TaskConfig, make_task, register, task_spec
@@ -31,4 +32,6 @@ __all__ = [
     "make_task",
     "register",
     "task_spec",
+    "AnyOrder",
+    "objective_for",
 ]

@@ -54,6 +54,8 @@ def batch_key(cfg: Config, data: TaskData) -> str | None:
         return None
     if cfg.model.architecture == "gru":  # vmap has no batching rule for aten::gru
         return None
+    if cfg.model.architecture == "sigma_gpt":  # its orders: one torch RNG draw per run and step
+        return None
     if cfg.model.positional == "abacus" and cfg.model.abacus_max_offset > 0:
         return None  # one offset per forward pass: vmap would draw one for all members
     try:

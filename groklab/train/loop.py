@@ -29,7 +29,7 @@ from groklab.rundir import (
     atomic_save_safetensors,
     atomic_write_text,
 )
-from groklab.tasks import Split, TaskData, make_task
+from groklab.tasks import Split, TaskData, make_task, objective_for
 from groklab.train.accelerators import Accelerators
 from groklab.train.loggers import check_loggers, open_loggers
 from groklab.train.progress import make_progress
@@ -63,7 +63,7 @@ class Run:
         self.dir = RunDir(run_dir)
         self.device = resolve_device(tc.device)
         self.data = data if data is not None else make_task(cfg.task)
-        self.objective = self.data.objective
+        self.objective = objective_for(self.data, cfg.model)  # sigma_gpt: AnyOrder
         try:
             self.model_cfg = cfg.model.for_task(self.data)
         except ValueError as e:

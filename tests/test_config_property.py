@@ -168,6 +168,18 @@ INVALID = {
     "model.init_mode": literal(M["init_mode"]),
     "model.initializer_range": nonneg_float,
     "model.init_scale": pos_float,
+    "model.positional": literal(M["positional"]),
+    "model.rotary_base": floats_where(lambda x: x <= 1),
+    "model.abacus_max_offset": nonneg_int,
+    # -1 (derived) or more than abacus_max_offset + 1 rows (the default offset: 99)
+    "model.abacus_table": st.one_of(st.integers(max_value=M["abacus_max_offset"].default + 1)
+                                    .filter(lambda v: v != -1), fractional, not_a_number()),
+    "model.abacus_digits": st.one_of(words, mappings, st.integers(), st.none(),
+                                     st.lists(words.filter(bool), min_size=1, max_size=2)),
+    "model.loop_injection": literal(M["loop_injection"]),
+    "model.eval_loops": derived_int,  # -1 or at least n_loops (1)
+    "model.order": literal(M["order"]),
+    "model.order_prompt": literal(M["order_prompt"]),
     "task.name": task_name,
     "task.seed": nonneg_int,
     "task.entities": pos_int,

@@ -413,3 +413,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+from groklab.cli import sample  # noqa: E402,F401

@@ -8,7 +8,7 @@ import importlib
 from groklab.reproduce.base import Study, StudyError
 
 MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
-           "mnist1d", "omnigrok")
+           "mnist1d", "omnigrok", "tinystories")
 
 
 def studies() -> dict[str, Study]:

@@ -45,8 +45,9 @@ def encode_prompt(prompt: str, tokens: list[str]) -> list[int]:
             unknown.append(word)
     if unknown:
         shown = ", ".join(repr(u) for u in dict.fromkeys(unknown))
+        words = [t for t in tokens if t.isalnum()][:5] or tokens[:5]
         raise SampleError(f"words not in the run's vocabulary: {shown}; the run knows "
-                          f"{len(tokens)} tokens (e.g. {', '.join(tokens[3:8])})")
+                          f"{len(tokens)} tokens (e.g. {', '.join(words)})")
     return ids
 
 

@@ -66,6 +66,11 @@ class TrainConfig(BaseModel):
     # Omnigrok's constrained runs: after every optimizer step, rescale all parameters so their
     # total L2 norm stays at its initial value (train/setup.py : rescale_to_norm)
     fixed_weight_norm: bool = False
+    # Data schedule (train/curriculum.py): "difficulty" draws batches from the easiest rows
+    # (the task's meta['difficulty']), a fraction growing from curriculum_start to all rows
+    curriculum: Literal["none", "difficulty"] = "none"
+    curriculum_steps: int = 1000  # the ramp's length in steps
+    curriculum_start: float = 0.1  # the fraction of rows (easiest first) drawn from at step 0
 
     _no_bools = field_validator("*", mode="before")(no_bool_numbers)
 
@@ -108,6 +113,9 @@ class TrainConfig(BaseModel):
         if self.weight_decay_warmup_steps < 0:
             raise ValueError(f"train.weight_decay_warmup_steps must be >= 0, got "
                              f"{self.weight_decay_warmup_steps}")
+        if self.curriculum_steps <= 0 or not 0 < self.curriculum_start <= 1:
+            raise ValueError(f"train.curriculum_steps must be > 0 and train.curriculum_start in "
+                             f"(0, 1], got {self.curriculum_steps} and {self.curriculum_start}")
         if self.cuda_graph and (self.grokfast == "ma" or self.weight_decay_warmup_steps > 0):
             raise ValueError("train.cuda_graph cannot capture train.grokfast=ma (its ring "
                              "buffer index moves every step) or train.weight_decay_warmup_steps "

@@ -422,8 +422,8 @@ def main() -> None:
         sys.exit(2)
 
 
-from groklab.cli import prompts  # noqa: E402,F401
+# families of subcommands, each in its own module (they decorate `app` on import)
+from groklab.cli import inject, prompts, sample  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
-from groklab.cli import inject  # noqa: E402,F401

@@ -11,6 +11,7 @@ from groklab.tasks import markov as _markov  # noqa: F401,E402
 from groklab.tasks import mnist1d as _mnist1d  # noqa: F401,E402
 from groklab.tasks import modular as _modular  # noqa: F401,E402
 from groklab.tasks import parity as _parity  # noqa: F401,E402
+from groklab.tasks import stories as _stories  # noqa: F401,E402
 from groklab.tasks import strings as _strings  # noqa: F401,E402
 from groklab.tasks import teacher as _teacher  # noqa: F401,E402
 from groklab.tasks.any_order import AnyOrder, objective_for

@@ -195,6 +195,7 @@ def comparison_rows(values: np.ndarray, vocab: Vocab, attribute_first: bool,
         targets=torch.from_numpy(np.where(cmp, label_tok, val0 + v1).astype(np.int64)),
         meta={
             "kind": cmp.astype(np.int8),
+            "difficulty": cmp.astype(np.float32),  # train.curriculum: atomic facts first
             "attribute": attr,
             "e1": e1,
             "e2": np.where(cmp, e2, -1),

@@ -162,6 +162,7 @@ def build(cfg: CompositionConfig) -> TaskData:
         hop2 = np.where(inf[:, None], np.stack([a_h[g2], a_r[g2], a_t[g2]], axis=1), -1)
         meta = {
             "kind": inf.astype(np.int8),
+            "difficulty": inf.astype(np.float32),  # train.curriculum: atomic facts first
             "bridge": np.where(inf, a_t[f1], -1),
             "hop1": hop1,
             "hop2": hop2,

@@ -63,8 +63,7 @@ class GraphStep:
     def _draw(self) -> None:
         run = self.run
         if not run.full_batch:
-            torch.randint(len(run.train_split), (len(self.idx),), device=run.device,
-                          generator=run.generator, out=self.idx)
+            run.sampler(run.step, run.generator, out=self.idx)
 
     def __call__(self) -> torch.Tensor:
         self._draw()

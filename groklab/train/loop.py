@@ -31,6 +31,7 @@ from groklab.rundir import (
 )
 from groklab.tasks import Split, TaskData, make_task, objective_for
 from groklab.train.accelerators import Accelerators
+from groklab.train.curriculum import BatchSampler
 from groklab.train.loggers import check_loggers, open_loggers
 from groklab.train.progress import make_progress
 from groklab.train.resume_state import load_run_state, run_state
@@ -79,6 +80,7 @@ class Run:
         self.loss_dtype = torch.float64 if tc.loss_dtype == "fp64" else torch.float32
         self.train_split = self.data.train.to(self.device)
         self.full_batch = tc.batch_size == 0 or tc.batch_size >= len(self.train_split)
+        self.sampler = BatchSampler(tc, self.train_split, self.device, f"task {self.data.name}")
         self.probes = {"train": train_probe(self.data, tc.train_probe_size).to(self.device)}
         self.probes.update({k: v.to(self.device) for k, v in self.data.probes.items()})
         self.eval_steps = set(log_linear_steps(tc.steps, tc.eval_every, tc.eval_per_decade))
@@ -164,12 +166,10 @@ class Run:
                 group["lr"] = lr
 
     def draw_batch(self) -> Split:
-        """The next training batch: the whole set, or an index draw from the run's generator."""
+        """The next training batch: the whole set, or an index draw (train/curriculum.py)."""
         if self.full_batch:
             return self.train_split
-        idx = torch.randint(len(self.train_split), (self.cfg.train.batch_size,),
-                            device=self.device, generator=self.generator)
-        return self.train_split.rows(idx)
+        return self.train_split.rows(self.sampler(self.step, self.generator))
 
     def train_ce(self, logits, targets, reduction: str = "mean"):
         if self.accel.loss is not None:

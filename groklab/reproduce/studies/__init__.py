@@ -8,8 +8,8 @@ import importlib
 from groklab.reproduce.base import Study, StudyError
 
 MODULES = ("demo", "composition", "comparison", "circuits", "nanda", "pair", "power", "grokfast",
-           "mnist1d", "omnigrok", "complex", "family", "abacus",
-           "fact_injection")
+           "mnist1d", "omnigrok", "complex", "family", "abacus", "fact_injection",
+           "tinystories")
 
 
 def studies() -> dict[str, Study]:

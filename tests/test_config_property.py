@@ -148,6 +148,9 @@ INVALID = {
     "train.grokfast_window": pos_int,
     "train.weight_decay_warmup_steps": nonneg_int,
     "train.fixed_weight_norm": boolean,
+    "train.curriculum": literal(T["curriculum"]),
+    "train.curriculum_steps": pos_int,
+    "train.curriculum_start": floats_where(lambda x: not 0 < x <= 1),  # (0, 1]
     "model.architecture": literal(M["architecture"]),
     "model.n_layers": pos_int,
     # positive but not a multiple of n_heads is invalid too, as is n_heads not dividing d_model

@@ -5,7 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "groklab"
 LOWER = ("groklab.tasks", "groklab.models", "groklab.train", "groklab.analysis",
-         "groklab.rundir", "groklab.config", "groklab.sweep")
+         "groklab.rundir", "groklab.config", "groklab.sweep", "groklab.bridge", "groklab.sampling",
+         "groklab.lock", "groklab.validation")
 UPPER = ("groklab.api", "groklab.cli", "groklab.report", "groklab.reproduce")
 
 

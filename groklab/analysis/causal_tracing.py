@@ -35,8 +35,6 @@ counterfactuals, then one partial forward per layer holding every slot x example
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -55,8 +53,9 @@ from groklab.analysis.causal_tracing_counterfactuals import (  # noqa: F401  (re
     subject_positions,
 )
 from groklab.analysis.causal_tracing_figures import diverging_cmap  # noqa: F401  (re-exported)
-from groklab.analysis.logit_lens import _save_fig, position_labels, stable_rank
+from groklab.analysis.logit_lens import position_labels, stable_rank
 from groklab.analysis.patching import base_residuals, patch_grid
+from groklab.analysis.saving import save_arrays, save_figure
 from groklab.analysis.sources import (
     AnalysisError,
     default_splits,
@@ -290,8 +289,6 @@ class CausalTracingResult:
     # --- persistence -----------------------------------------------------------------------
     def save(self, run_dir: str | Path) -> list[Path]:
         """RUN/analysis/causal_tracing.npz (+ .json) and RUN/figures/causal_tracing_*.png."""
-        from groklab.rundir import atomic_write_bytes, atomic_write_text
-
         run_dir = Path(run_dir)
         arrays = dict(self.arrays, steps=self.steps)
         for s in self.splits:
@@ -299,22 +296,18 @@ class CausalTracingResult:
             arrays[f"{s}.strength_paper"] = self.strength_paper(s)
             if self.has_rome(s):
                 arrays[f"{s}.rome_nie"] = self.nie(s)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        paths = [run_dir / "analysis" / f"{NAME}.npz", run_dir / "analysis" / f"{NAME}.json"]
-        atomic_write_bytes(paths[0], buf.getvalue())
         meta = {"task": self.task, "slots": self.slots, "slot_positions": self.slot_positions,
                 "positions": self.positions, "noise_positions": self.noise_positions,
                 "splits": self.splits, "early_step": self.early_step,
                 "steps": self.steps.tolist(),
                 "layers": "hidden state L = blocks.L.hook_resid_pre, L = 0..n_layers-1",
                 "strength": "noising; fraction of valid examples whose top-1 changes"}
-        atomic_write_text(paths[1], json.dumps(meta, indent=1))
+        paths = save_arrays(run_dir, NAME, arrays, meta)
         figs = run_dir / "figures"
-        paths.append(_save_fig(self.plot(), figs / f"{NAME}.png"))
-        paths.append(_save_fig(self.plot_over_training(), figs / f"{NAME}_over_training.png"))
+        paths.append(save_figure(self.plot(), figs / f"{NAME}.png"))
+        paths.append(save_figure(self.plot_over_training(), figs / f"{NAME}_over_training.png"))
         if any(self.has_rome(s) for s in self.splits):
-            paths.append(_save_fig(self.plot_rome(), figs / f"{NAME}_rome.png"))
+            paths.append(save_figure(self.plot_rome(), figs / f"{NAME}_rome.png"))
         return paths
 
     @classmethod

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from groklab.analysis.causal_tracing import CausalTracingResult
-from groklab.analysis.logit_lens import LogitLensResult, _save_fig
+from groklab.analysis.logit_lens import LogitLensResult
+from groklab.analysis.saving import save_figure
 from groklab.analysis.sources import AnalysisError
 
 NAME = "circuit"
@@ -83,7 +84,7 @@ class CircuitSummary:
                                           "final_step": self.final_step,
                                           "summary": self.sentences, **self.numbers}, indent=1))
         atomic_write_text(txt, self.text() + "\n")
-        return [js, txt, _save_fig(self.plot(), run_dir / "figures" / f"{NAME}_over_training.png")]
+        return [js, txt, save_figure(self.plot(), run_dir / "figures" / f"{NAME}_over_training.png")]
 
 
 def summarize(lens: LogitLensResult, tracing: CausalTracingResult | None,

@@ -13,14 +13,13 @@ last checkpoint. Saves ``RUN/analysis/class_accuracy.npz`` (+ ``.json``) and
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from groklab.analysis.saving import save_arrays, save_figure
 from groklab.analysis.sources import AnalysisError, open_source
 
 
@@ -67,26 +66,10 @@ class ClassAccuracyResult:
         return fig
 
     def save(self, run_dir) -> list[Path]:
-        import matplotlib.pyplot as plt
-
-        from groklab.rundir import atomic_write_bytes, atomic_write_text
-
-        run_dir = Path(run_dir)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, steps=np.asarray(self.steps),
-                            **{f"acc_{s}": a for s, a in self.acc.items()},
-                            **{f"confusion_{s}": m for s, m in self.confusion.items()})
-        paths = [run_dir / "analysis" / "class_accuracy.npz",
-                 run_dir / "analysis" / "class_accuracy.json",
-                 run_dir / "figures" / "class_accuracy.png"]
-        atomic_write_bytes(paths[0], buf.getvalue())
-        atomic_write_text(paths[1], json.dumps(self.summary(), indent=1) + "\n")
-        fig = self.plot()
-        png = io.BytesIO()
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(paths[2], png.getvalue())
-        return paths
+        arrays = {"steps": np.asarray(self.steps), **{f"acc_{s}": a for s, a in self.acc.items()},
+                  **{f"confusion_{s}": m for s, m in self.confusion.items()}}
+        paths = save_arrays(run_dir, "class_accuracy", arrays, self.summary())
+        return [*paths, save_figure(self.plot(), Path(run_dir) / "figures" / "class_accuracy.png")]
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ the same items.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from groklab.analysis.saving import save_arrays, save_figure
 from groklab.analysis.sources import (
     AnalysisError,
     default_splits,
@@ -210,9 +210,6 @@ class LogitLensResult:
     # --- persistence -----------------------------------------------------------------------
     def save(self, run_dir: str | Path) -> list[Path]:
         """RUN/analysis/logit_lens.npz (+ .json) and RUN/figures/logit_lens_*.png."""
-        import io
-
-        from groklab.rundir import atomic_write_bytes, atomic_write_text
 
         run_dir = Path(run_dir)
         arrays = {"steps": self.steps}
@@ -224,17 +221,13 @@ class LogitLensResult:
                 arrays[f"{key}.recall@{k}"] = self.recall(split, target, k)
         for split, idx in self.example_index.items():
             arrays[f"{split}.example_index"] = idx
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        paths = [run_dir / "analysis" / f"{NAME}.npz", run_dir / "analysis" / f"{NAME}.json"]
-        atomic_write_bytes(paths[0], buf.getvalue())
         meta = {"task": self.task, "positions": self.positions, "targets": self.targets,
                 "splits": self.splits, "ks": list(self.ks), "steps": self.steps.tolist(),
                 "layers": "hidden state L = blocks.L.hook_resid_pre; L = n_layers: final",
                 "rank": "0-based; MRR = mean 1/(rank+1)"}
-        atomic_write_text(paths[1], json.dumps(meta, indent=1))
-        paths.append(_save_fig(self.plot(), run_dir / "figures" / f"{NAME}.png"))
-        paths.append(_save_fig(self.plot_over_training(),
+        paths = save_arrays(run_dir, NAME, arrays, meta)
+        paths.append(save_figure(self.plot(), run_dir / "figures" / f"{NAME}.png"))
+        paths.append(save_figure(self.plot_over_training(),
                                run_dir / "figures" / f"{NAME}_over_training.png"))
         return paths
 
@@ -249,20 +242,6 @@ class LogitLensResult:
         except (KeyError, TypeError) as e:
             raise AnalysisError(f"'{run_dir}/analysis/{NAME}' lacks {e}; rerun `groklab analyze "
                                 f"{run_dir} --logit-lens` to rewrite it") from None
-
-
-def _save_fig(fig, path: Path) -> Path:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from groklab.rundir import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)  # no bbox "tight": it draws the figure twice
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def run(

@@ -12,7 +12,8 @@ alike (median over rounds):
   adapter), at LoRA rank --rank and MoRA at the same parameter count, as training runs it
   (the adapter read as one weight W0 + dW);
 - ``lora-act`` / ``mora1-act`` / ``mora6-act``: the same steps with the fused kernels running
-  the adapters on activations (``x @ W0 + adapter(x)``, ``kernels.ACTIVATION_ADAPTERS``).
+  the adapters on activations (``x @ W0 + adapter(x)``, ``attach(path="activation")``);
+  ``groklab inject`` picks this path by itself from d_model 256 up (``adapters.ACTIVATION_FROM``).
 
 Prints one JSON line per variant (ms per step, ratio to frozen and to full; the issue's target:
 an adapter step <= 1.1x the frozen forward-backward).
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from groklab.config import load_config
-from groklab.models import build_model, fast, kernels
+from groklab.models import build_model, fast
 from groklab.models.adapters import attach
 from groklab.tasks import make_task
 
@@ -57,7 +58,8 @@ def make(kind: str, cfg, rank: int, device):
             p.requires_grad_(kind == "full" or name == "W_E")
     else:
         ad = attach(model, kind.removesuffix("-act").rstrip("16"), rank=rank,
-                    mora_type=6 if kind.startswith("mora6") else 1)
+                    mora_type=6 if kind.startswith("mora6") else 1,
+                    path="activation" if kind.endswith("-act") else "weight")
         with torch.no_grad():
             for p in ad.parameters():
                 p.normal_(0, 1e-3)
@@ -76,12 +78,8 @@ def lora_flops_floor(cfg, rank: int) -> float:
     return round(1 + extra / base, 3)
 
 
-def step(model, opt, batch, on_activations: bool = False) -> None:
-    kernels.ACTIVATION_ADAPTERS = on_activations
-    try:
-        logits = fast.forward(model, batch.inputs, batch.answer_pos)
-    finally:
-        kernels.ACTIVATION_ADAPTERS = False
+def step(model, opt, batch) -> None:
+    logits = fast.forward(model, batch.inputs, batch.answer_pos)
     F.cross_entropy(logits, batch.targets).backward()
     if opt is not None:
         opt.step()
@@ -100,10 +98,12 @@ def main() -> None:
     ap.add_argument("--preset", default="composition-fast")
     ap.add_argument("--batch", type=int, default=0, help="rows a step (0: the preset's)")
     ap.add_argument("--kinds", default="frozen,full,lora,mora1,mora6,lora-act,mora1-act,mora6-act")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override on the preset, e.g. model.d_model=384 (repeatable)")
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
-    cfg_all = load_config(args.preset, None, [])
+    cfg_all = load_config(args.preset, None, list(args.set))
     data = make_task(cfg_all.task)
     cfg = cfg_all.model.for_task(data)
     g = torch.Generator().manual_seed(0)
@@ -114,14 +114,14 @@ def main() -> None:
     built = {k: make(k, cfg, args.rank, device) for k in kinds}
     for k in kinds:  # warm up
         for _ in range(2):
-            step(*built[k], batch, k.endswith("-act"))
+            step(*built[k], batch)
     times = {k: [] for k in kinds}
     for _ in range(args.rounds):
         for k in kinds:
             sync(device)
             t = time.perf_counter()
             for _ in range(args.steps):
-                step(*built[k], batch, k.endswith("-act"))
+                step(*built[k], batch)
             sync(device)
             times[k].append((time.perf_counter() - t) / args.steps * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}
@@ -130,7 +130,8 @@ def main() -> None:
         print(json.dumps({"variant": k, "rank": args.rank, "ms_per_step": round(ms[k], 3),
                           "vs_frozen": round(ms[k] / ms["frozen"], 3),
                           "vs_full": round(ms[k] / ms["full"], 3), "lora_flops_floor": floor,
-                          "preset": args.preset, "rows": len(idx), "device": str(device),
+                          "preset": args.preset, "set": args.set,
+                          "d_model": cfg.d_model, "rows": len(idx), "device": str(device),
                           "threads": torch.get_num_threads(), "host": platform.node()}))
 
 

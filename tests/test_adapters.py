@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from groklab.models import HookedTransformer, ModelConfig, kernels
-from groklab.models.adapters import AdapterError, attach, resolve_targets
+from groklab.models.adapters import ACTIVATION_FROM, AdapterError, attach, resolve_targets
 from groklab.models.mora import MoraMaps, mora_rank
 
 
 def tiny_model(**kw) -> HookedTransformer:
-    cfg = ModelConfig(n_layers=2, d_model=24, n_heads=2, d_mlp=40, **kw).resolved(17, 3)
+    cfg = ModelConfig(**{"n_layers": 2, "d_model": 24, "n_heads": 2, "d_mlp": 40, **kw})
+    cfg = cfg.resolved(17, 3)
     return HookedTransformer(cfg).eval()
 
 
@@ -79,7 +80,7 @@ def test_r_hat_rule_and_equal_parameter_budgets():
 
 
 @pytest.mark.parametrize("kind,mora_type", [("lora", 1), ("mora", 1), ("mora", 6)])
-def test_zero_init_is_identity_then_merge_and_unmerge_are_exact(kind, mora_type, monkeypatch):
+def test_zero_init_is_identity_then_merge_and_unmerge_are_exact(kind, mora_type):
     model = tiny_model()
     before = model(TOKENS)
     originals = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -91,8 +92,8 @@ def test_zero_init_is_identity_then_merge_and_unmerge_are_exact(kind, mora_type,
     # the adapters run on activations (x @ W0 + adapter(x)) give the same logits and adapter
     # gradients as the weight read (W0 + dW)
     grads = []
-    for on in (True, False):
-        monkeypatch.setattr(kernels, "ACTIVATION_ADAPTERS", on)
+    for path in ("activation", "weight"):
+        ad.run_on(path)
         out = model(TOKENS)
         torch.testing.assert_close(out, adapted, rtol=1e-5, atol=1e-5)
         out.square().sum().backward()
@@ -143,3 +144,19 @@ def test_baselines_and_bad_input():
         attach(tiny_model(), "lora", rank=25)
     with pytest.raises(AdapterError, match="looped"):
         attach(tiny_model(n_loops=2), "mora")
+    with pytest.raises(AdapterError, match="unknown adapter path 'fused'; paths: auto, weight"):
+        attach(tiny_model(), "lora", path="fused")
+
+
+def test_auto_path_runs_wide_models_on_activations():
+    """``path="auto"`` picks the form by width (the crossover bench/adapter_step.py measured),
+    records it, and the fused kernels then split W0 from the adapter."""
+    narrow = attach(tiny_model(), "lora", rank=2)
+    assert narrow.config()["path"] == "weight"
+    assert kernels.split_weight(narrow.model.blocks[0].attn, "W_Q")[1] is None
+    wide_model = tiny_model(n_layers=1, d_model=ACTIVATION_FROM)
+    wide = attach(wide_model, "mora", rank=2)
+    assert wide.config()["path"] == "activation"
+    W0, adapter = kernels.split_weight(wide_model.blocks[0].attn, "W_Q")
+    assert adapter is wide.deltas["blocks.0.attn.W_Q"] and W0.shape[1] == ACTIVATION_FROM
+    assert "path" not in attach(tiny_model(), "full").config()

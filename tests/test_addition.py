@@ -249,6 +249,13 @@ def test_cached_decoding_equals_full_forward_decoding(small, positional, monkeyp
                    abacus_max_offset=3).eval()
     eos = small.vocab.id("<eos>")
     cached = greedy_decode(model, inputs, start, length, eos)
+    # a stop token the model writes often, so rows stop at many different steps
+    written = cached[(torch.arange(width) >= start[:, None]) & (torch.arange(width) <
+                                                                (start + length)[:, None])]
+    stop = int(written.mode().values)
+    stopped = greedy_decode(model, inputs, start, length, stop)
     monkeypatch.setattr(decode, "supported", lambda m: False)  # the full-forward loop
     assert torch.equal(cached, greedy_decode(model, inputs, start, length, eos))
     assert not torch.equal(cached, inputs)
+    assert torch.equal(stopped, greedy_decode(model, inputs, start, length, stop))
+    assert not torch.equal(stopped, cached)  # some rows did stop early

@@ -32,9 +32,11 @@ def inject(base, out, *args):
                                "--lr", "1e-2", "--n-facts", "16", *args])
 
 
-@pytest.mark.parametrize("adapter,facts", [("mora", "new-relations"), ("lora", "new-entities")])
-def test_a_tiny_injection_learns_the_new_facts(base, tmp_path, adapter, facts):
-    res = inject(base, tmp_path / "inj", "--adapter", adapter, "--rank", "4", "--facts", facts)
+@pytest.mark.parametrize("adapter,facts,path", [("mora", "new-relations", "activation"),
+                                               ("lora", "new-entities", "auto")])
+def test_a_tiny_injection_learns_the_new_facts(base, tmp_path, adapter, facts, path):
+    res = inject(base, tmp_path / "inj", "--adapter", adapter, "--rank", "4", "--facts", facts,
+                 "--adapter-path", path)
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "inj" / "summary.json").read_text())
     assert summary["final"]["new"] >= 0.9  # learned from chance (1 / 30 entities)
@@ -45,14 +47,21 @@ def test_a_tiny_injection_learns_the_new_facts(base, tmp_path, adapter, facts):
     key = "mora_M" if adapter == "mora" else "lora_B"
     assert any(k.endswith(key) for k in tensors)
     info = json.loads((tmp_path / "inj" / "injection.json").read_text())
+    assert info["adapter"]["path"] == ("activation" if path == "activation" else "weight")
     if adapter == "mora":  # its update is high-rank: more significant singular values than 4
         from groklab.analysis.injection import run as injection
 
         result = injection(tmp_path / "inj", n_examples=50)
         assert result.summary()["median_significant"] > 4
         assert set(result.lens) == {"compose_first", "compose_second", "test_id"}
+        # ROME tracing of the new facts the model now recalls: restoring the clean head state
+        # at the input (layer 0, position 0) recovers the whole effect, by construction of NIE
+        nie = result.tracing["new"]
+        assert nie.shape == (2, 2) and result.traced_rows["new"] >= 10
+        assert nie[0, 0] == pytest.approx(1.0, abs=1e-5) and nie[0, 1] == pytest.approx(0.0, abs=1e-5)
         result.save(tmp_path / "inj")
         assert (tmp_path / "inj" / "figures" / "injection.png").is_file()
+        assert (tmp_path / "inj" / "figures" / "injection_tracing.png").is_file()
     merged = load_run(tmp_path / "inj").model()  # the merged weights read back as a run
     W_E = load_run(base).model().W_E
     if facts == "new-entities":
@@ -70,6 +79,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(base, tmp_path):
     edit = tmp_path / "facts.txt"
     edit.write_text(f"# an existing slot\n<e_0> <r_{r}> <e_1>\n")
     cases = [("--rank", "33"), ("--target", "blocks.5.mlp.W_in"), ("--adapter", "dora"),
+             ("--adapter-path", "fused"),
              ("--facts", str(tmp_path / "missing.txt")), ("--facts", str(edit))]
     for args in cases:
         res = inject(base, tmp_path / "out", *args)

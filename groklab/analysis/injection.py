@@ -12,6 +12,13 @@ normalised singular values, as a threshold-free companion).
 Lens: for ``compose_first`` (new first hop), ``compose_second`` (new second hop) and, as the
 reference, the base run's own ``test_id`` paths, the fraction of queries whose bridge entity is
 the top-1 token of the lens at position r1, per layer, in the injected model.
+
+Tracing: ROME's hidden-flow tracing (``trace_noise`` of ``causal_tracing.py``: noise on the
+head entity's embedding, one clean hidden state restored at a time) on the rows the injected
+model answers correctly, for the new facts beside the old atomic facts (``atomic_id``), and for
+the two-hop splits: the normalized indirect effect NIE [layer, position]. Where a new fact's
+recall sits (which layers carry the head entity's state to the answer) against where the old
+facts' does says whether the adapter stored it where the grokked circuit looks things up.
 """
 
 from __future__ import annotations
@@ -79,11 +86,35 @@ def bridge_decoding(model, split) -> np.ndarray:
     return (ranks[:, 1, :, 0] == 0).mean(axis=1)
 
 
+TRACED = ("new", "atomic_id", "compose_first", "compose_second", "test_id")
+MIN_ROWS = 10  # fewer correctly answered rows than this: no tracing for that split
+
+
+def recall_tracing(model, split, samples: int = 10) -> tuple[np.ndarray, int]:
+    """ROME's NIE [layers, positions up to the answer] over the rows ``model`` answers
+    correctly (None when fewer than ``MIN_ROWS``), and that row count."""
+    from groklab.analysis.causal_tracing import trace_noise
+
+    with torch.no_grad():
+        right = model(split.inputs, split.answer_pos).argmax(-1) == split.targets
+    n = int(right.sum())
+    if n < MIN_ROWS:
+        return None, n
+    ex = split.subset(right.nonzero()[:, 0].numpy())
+    restored, low, high = trace_noise(model, ex, (0,), samples=samples)
+    P = int(ex.answer_pos.max()) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nie = (restored.mean(-1) - low.mean()) / (high.mean() - low.mean())
+    return nie[:, :P].astype(np.float32), n
+
+
 @dataclass
 class InjectionResult:
     kind: str
     spectra: dict[str, np.ndarray] = field(repr=False)
     lens: dict[str, np.ndarray] = field(repr=False)
+    tracing: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    traced_rows: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         sig = {n: n_significant(s) for n, s in self.spectra.items()}
@@ -91,7 +122,16 @@ class InjectionResult:
                 "effective_rank": {n: round(effective_rank(s), 2) for n, s in self.spectra.items()},
                 "median_significant": float(np.median(list(sig.values()))) if sig else 0.0,
                 "bridge_top1_at_r1": {k: [round(float(x), 4) for x in v]
-                                      for k, v in self.lens.items()}}
+                                      for k, v in self.lens.items()},
+                "traced_rows": self.traced_rows,
+                "nie_peak": {k: {"nie": round(float(v.max()), 4),
+                                 "layer": int(np.unravel_index(v.argmax(), v.shape)[0]),
+                                 "position": int(np.unravel_index(v.argmax(), v.shape)[1])}
+                             for k, v in self.tracing.items()},
+                # the head entity's state: the last layer at which restoring it still recovers
+                # half the effect (how late the lookup of h happens)
+                "head_state_until": {k: _last_above(v[:, 0], 0.5)
+                                     for k, v in self.tracing.items()}}
 
     def text(self) -> str:
         s = self.summary()
@@ -100,11 +140,16 @@ class InjectionResult:
         for k, v in s["bridge_top1_at_r1"].items():
             lines.append(f"  bridge top-1 at r1, best layer: {k} {max(v):.3f} "
                          f"(layer {int(np.argmax(v))})")
+        for k, v in s["nie_peak"].items():
+            lines.append(f"  tracing {k} ({s['traced_rows'][k]} rows right): NIE peak "
+                         f"{v['nie']:.2f} at layer {v['layer']}, position {v['position']}; "
+                         f"head state >= 0.5 until layer {s['head_state_until'][k]}")
         return "\n".join(lines)
 
     def save(self, run_dir) -> list[Path]:
         arrays = {f"spectrum.{n}": s for n, s in self.spectra.items()}
         arrays.update({f"lens.{k}": v for k, v in self.lens.items()})
+        arrays.update({f"tracing.{k}": v for k, v in self.tracing.items()})
         paths = save_arrays(Path(run_dir), NAME, arrays, self.summary())
         plt = pyplot()
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -123,11 +168,35 @@ class InjectionResult:
         ax[1].legend(fontsize=8)
         fig.tight_layout()
         paths.append(save_figure(fig, Path(run_dir) / "figures" / f"{NAME}.png"))
+        if self.tracing:
+            paths.append(self._plot_tracing(Path(run_dir) / "figures" / f"{NAME}_tracing.png"))
         return paths
 
+    def _plot_tracing(self, path: Path) -> Path:
+        plt = pyplot()
+        names = list(self.tracing)
+        fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.4), squeeze=False)
+        for ax, k in zip(axes[0], names):
+            v = self.tracing[k]
+            im = ax.imshow(v, origin="lower", aspect="auto", cmap="Purples", vmin=0, vmax=1)
+            labels = ("h", "r") if v.shape[1] == 2 else ("h", "r1", "r2")[: v.shape[1]]
+            ax.set(xticks=range(v.shape[1]), xticklabels=labels, xlabel="restored position",
+                   title=f"{k} ({self.traced_rows[k]})")
+        axes[0][0].set_ylabel("layer (resid_pre)")
+        fig.colorbar(im, ax=axes[0].tolist(), label="NIE")
+        fig.suptitle(f"{self.kind}: ROME tracing, noise on h, rows answered right", fontsize=9)
+        return save_figure(fig, path)
 
-def run(source, *, n_examples: int = 300, seed: int = 0, **_) -> InjectionResult:
-    """The injection directory ``source``: delta spectra and the bridge lens."""
+
+def _last_above(x: np.ndarray, level: float) -> int:
+    above = np.nonzero(x >= level)[0]
+    return int(above[-1]) if len(above) else -1
+
+
+def run(source, *, n_examples: int = 300, seed: int = 0, tracing: bool = True,
+        samples: int = 10, **_) -> InjectionResult:
+    """The injection directory ``source``: delta spectra, the bridge lens and (``tracing``)
+    ROME tracing of new and old facts."""
     from groklab.rundir import load_run
     from groklab.tasks.new_facts import injection_data
 
@@ -140,7 +209,14 @@ def run(source, *, n_examples: int = 300, seed: int = 0, **_) -> InjectionResult
     model = run.model()
     lens = {k: bridge_decoding(model, data.probes[k])
             for k in ("compose_first", "compose_second", "test_id") if k in data.probes}
-    return InjectionResult(cfg["kind"], {n: spectrum(d) for n, d in deltas.items()}, lens)
+    traced, rows = {}, {}
+    for k in TRACED if tracing else ():
+        if k in data.probes:
+            nie, rows[k] = recall_tracing(model, data.probes[k], samples)
+            if nie is not None:
+                traced[k] = nie
+    return InjectionResult(cfg["kind"], {n: spectrum(d) for n, d in deltas.items()}, lens,
+                           traced, {k: rows[k] for k in traced})
 
 
 def compare_spectra(run_dirs: dict[str, Path], path: Path) -> Path:

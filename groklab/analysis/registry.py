@@ -119,9 +119,10 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     Analysis(
         "injection", "groklab.analysis.injection", "InjectionResult", "Injected facts",
         "Of a groklab inject output: the singular-value spectrum of every learned weight delta "
-        "(LoRA vs MoRA, Jiang et al. 2024) and the logit lens's bridge entity at r1 for "
-        "two-hop queries through the new facts.",
-        options=("n_examples",)),
+        "(LoRA vs MoRA, Jiang et al. 2024), the logit lens's bridge entity at r1 for "
+        "two-hop queries through the new facts, and ROME tracing (NIE per layer and position) "
+        "of the new facts beside the old ones.",
+        options=("n_examples",), settings=("tracing", "samples", "seed")),
 )}
 
 # Not analyses of a run, but what the report shows under these names.

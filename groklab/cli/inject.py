@@ -26,6 +26,10 @@ def inject(
                                      help="maps to adapt (globs), e.g. 'blocks.*.mlp.W_in'; "
                                           "default: every attention and MLP matrix"),
     last_layers: int = typer.Option(1, "--last-layers", help="--adapter last: blocks trained"),
+    adapter_path: str = typer.Option("auto", "--adapter-path",
+                                     help="LoRA/MoRA as one weight W0 + dW ('weight'), on "
+                                          "activations ('activation'), or 'auto': activations "
+                                          "from d_model 256 up (the faster form by size)"),
     replay: float = typer.Option(0.0, "--replay", help="old training rows per new fact"),
     steps: int = typer.Option(300, "--steps"),
     lr: float = typer.Option(1e-3, "--lr"),
@@ -41,6 +45,7 @@ def inject(
     ic = InjectConfig(facts=facts, n_facts=n_facts, adapter=adapter, rank=rank, alpha=alpha,
                       dropout=dropout, mora_type=mora_type,
                       targets=tuple(target) or DEFAULT_TARGETS, last_layers=last_layers,
+                      adapter_path=adapter_path,
                       replay=replay, steps=steps, lr=lr, seed=seed)
     try:
         run = start_injection(run_dir, out, ic, command=_command_line())

@@ -12,8 +12,12 @@ The update is a ``torch.nn.utils.parametrize`` parametrization: reading ``attn.W
 ``W0 + dW``, so every code path (the hooked forward, the fused kernels, the training fast path,
 analyses, merging) sees the adapted weight, and W0 stays a frozen tensor underneath. Each
 adapter also computes ``x @ dW`` on activations (``apply_to``, as LoRA and MoRA are usually
-run); the fused kernels use it when ``kernels.ACTIVATION_ADAPTERS`` is on. It is off: at this
-project's sizes on a CPU the weight read is faster (``bench/adapter_step.py``). LoRA's dropout
+run); the fused kernels take that path for an adapter whose ``on_activations`` is set.
+``attach(path="auto")`` sets it from the model's width: the weight read costs an extra
+d_in x d_out gradient per map and step, the activation path a few skinny matmuls per map, and
+``bench/adapter_step.py`` puts the crossover between d_model 128 (weight read faster: LoRA
+1.31x vs 1.47x of the frozen step) and 256 (activation path faster: 1.28x vs 1.50x; at 768
+1.11x vs 1.99x). Both paths give the same logits and gradients to float error. LoRA's dropout
 on the weight path drops input features of dW (rows of A) once per forward; on the activation
 path it drops input elements, as in PEFT; merges and analyses read dW without dropout.
 
@@ -40,6 +44,9 @@ from torch.nn.utils import parametrize
 from groklab.models.mora import MoraMaps, mora_rank
 
 KINDS = ("lora", "mora", "full", "last")
+PATHS = ("auto", "weight", "activation")
+# attach(path="auto"): adapters run on activations from this d_model up (bench/adapter_step.py)
+ACTIVATION_FROM = 256
 DEFAULT_TARGETS = ("blocks.*.attn.W_[QKVO]", "blocks.*.mlp.W_in", "blocks.*.mlp.W_out")
 _SKIP = ("W_E", "W_pos", "W_U_param")  # embeddings: grown or left alone, never adapted
 
@@ -129,6 +136,8 @@ def resolve_targets(model: nn.Module, patterns) -> list[str]:
 class Delta(nn.Module):
     """``W -> W + dW`` for one map; subclasses give ``delta()`` [d_in, d_out] and
     ``apply_to(x)`` = x @ dW on activations [N, d_in] (the fused kernels' path)."""
+
+    on_activations = False  # the fused kernels compute x @ W0 + apply_to(x) when set
 
     def __init__(self, layout: str, shape):
         super().__init__()
@@ -262,6 +271,15 @@ class Adapters:
             parametrize.register_parametrization(module, attr, self.deltas[n])
         self.merged = False
 
+    def run_on(self, path: str) -> None:
+        """Run every adapter on activations (``"activation"``) or as one weight (``"weight"``)."""
+        if path not in PATHS[1:]:
+            raise AdapterError(f"unknown adapter path '{path}'; paths: {', '.join(PATHS)}")
+        for d in self.deltas.values():
+            d.on_activations = path == "activation"
+        if self.deltas:
+            self.options["path"] = path
+
     def config(self) -> dict:
         out = {"kind": self.kind, "targets": self.targets, "n_params": self.n_params(),
                **self.options}
@@ -296,11 +314,15 @@ def linear_maps_all(model: nn.Module, names: list[str]) -> dict:
 
 def attach(model: nn.Module, kind: str, targets=DEFAULT_TARGETS, rank: int = 8,
            alpha: float | None = None, dropout: float = 0.0, mora_type: int = 1,
-           last_layers: int = 1) -> Adapters:
+           last_layers: int = 1, path: str = "auto") -> Adapters:
     """Freeze the model and attach ``kind`` to ``targets`` (``full``: every parameter trains;
-    ``last``: the last ``last_layers`` blocks and the final LayerNorm train)."""
+    ``last``: the last ``last_layers`` blocks and the final LayerNorm train). ``path``: how
+    LoRA / MoRA run, ``weight`` (W0 + dW), ``activation`` (x @ W0 + adapter(x)) or ``auto``
+    (activation from d_model ``ACTIVATION_FROM`` up)."""
     if kind not in KINDS:
         raise AdapterError(f"unknown adapter '{kind}'; adapters: {', '.join(KINDS)}")
+    if path not in PATHS:
+        raise AdapterError(f"unknown adapter path '{path}'; paths: {', '.join(PATHS)}")
     names = resolve_targets(model, targets)
     maps = linear_maps(model)
     for p in model.parameters():
@@ -334,4 +356,8 @@ def attach(model: nn.Module, kind: str, targets=DEFAULT_TARGETS, rank: int = 8,
     trainable = [p for d in deltas.values() for p in d.parameters()]
     options = ({"rank": rank, "alpha": float(alpha or rank), "dropout": dropout}
                if kind == "lora" else {"rank": rank, "mora_type": mora_type})
-    return Adapters(model, kind, names, deltas, options, trainable, {})
+    ad = Adapters(model, kind, names, deltas, options, trainable, {})
+    if path == "auto":
+        path = "activation" if model.cfg.d_model >= ACTIVATION_FROM else "weight"
+    ad.run_on(path)
+    return ad

@@ -57,38 +57,82 @@ def _columns(model: HookedTransformer, e: torch.Tensor, lo: int, cache: list) ->
         K[:, :, lo : lo + m], V[:, :, lo : lo + m] = k.transpose(1, 2), v.transpose(1, 2)
         keys, values = K[:, :, : lo + m], V[:, :, : lo + m]
         # the prefill (from column 0) is causal; one new column sees every cached one
-        z = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_causal=m > 1)
+        z = _attend(q.transpose(1, 2), keys, values, m > 1)
         resid = resid + kernels.out_proj(attn, z.transpose(1, 2)).view_as(resid)
         resid = resid + kernels.mlp(block.mlp, kernels.layer_norm(block.ln2, resid))
     return model.unembed(kernels.layer_norm(model.ln_final, resid))
 
 
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool):
+    if causal:
+        return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+    # One query per row: two batched matmuls. The CPU's fused attention kernel is tuned for
+    # many queries and costs several times more here (bench/decode_batched.py).
+    scores = (q @ keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    return scores.softmax(-1) @ values
+
+
 @torch.no_grad()
 def cached_greedy(model: HookedTransformer, inputs: torch.Tensor, start: torch.Tensor,
                   length: torch.Tensor, stop: int | None = None) -> torch.Tensor:
-    tokens = inputs.clone()
-    n = len(tokens)
+    n = len(inputs)
     if not n or int(length.max()) <= 0:
-        return tokens
+        return inputs.clone()
+    # Rows sorted by where their answers start: the rows writing at column t are then one
+    # contiguous slice of the batch (those that have started, less a prefix that has finished),
+    # so each step runs only them, on views of the cache.
+    order = torch.argsort(start, stable=True)
+    tokens, start, length = inputs[order], start[order], length[order]
+    end = start + length  # a row writes columns start .. end - 1
     cfg = model.cfg
     shape = (n, cfg.n_heads, tokens.shape[1], cfg.d_head)
     dtype = model.W_E.dtype
     cache = [(torch.empty(shape, dtype=dtype, device=tokens.device),
               torch.empty(shape, dtype=dtype, device=tokens.device))
              for _ in range(cfg.depth(False))]
-    end = start + length  # a row writes columns start .. end - 1
-    t = int(start.min()) - 1  # the first column whose logits a row needs
-    last = int(end.max()) - 1
+    # The prefill runs every prompt whole, as causal forwards over a few slices of rows, each
+    # to its longest prompt; the columns filled past a row's prompt (from the input's own
+    # answer tokens) are overwritten by that row's steps before anything reads them.
+    rows = torch.arange(n, device=tokens.device)
     done = length <= 0
-    logits = _columns(model, _embedded(model, tokens, 0, t + 1), 0, cache)[:, -1]
-    while True:
-        nxt = logits.argmax(-1)
-        write = (t + 1 >= start) & (t + 1 < end) & ~done
-        tokens[write, t + 1] = nxt[write]
-        if stop is not None:
-            done |= write & (nxt == stop)
-        done |= t + 2 >= end
-        t += 1
-        if t >= last or bool(done.all()):
-            return tokens
-        logits = _columns(model, _embedded(model, tokens, t, t + 1), t, cache)[:, -1]
+    for a, b in _slices(start, PREFILL_SLICES):
+        part = [(K[a:b], V[a:b]) for K, V in cache]
+        width = int(start[b - 1])
+        logits = _columns(model, _embedded(model, tokens[a:b], 0, width), 0, part)
+        logits = logits[rows[: b - a], start[a:b] - 1]
+        _write(tokens, rows[a:b], start[a:b] - 1, logits.argmax(-1), end, done, stop)
+    for t in range(int(start.min()), int(end.max()) - 1):
+        hi = int(torch.searchsorted(start, t, right=True))  # rows whose answers have begun
+        todo = (~done[:hi]).nonzero()
+        if not len(todo):
+            if hi == n:
+                break
+            continue
+        lo = int(todo[0])
+        part = [(K[lo:hi], V[lo:hi]) for K, V in cache]
+        logits = _columns(model, _embedded(model, tokens[lo:hi], t, t + 1), t, part)[:, -1]
+        _write(tokens, rows[lo:hi], t, logits.argmax(-1), end, done, stop)
+    out = torch.empty_like(tokens)
+    out[order] = tokens
+    return out
+
+
+PREFILL_SLICES = 8  # fewer wasted prompt columns against more, smaller forwards
+
+
+def _slices(start: torch.Tensor, k: int) -> list[tuple[int, int]]:
+    """Up to k (a, b) row ranges of sorted ``start``, cut where the prompt length changes."""
+    n = len(start)
+    cuts = sorted({0, n} | {int(torch.searchsorted(start, start[n * i // k])) for i in range(1, k)})
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _write(tokens, rows, t, nxt, end, done, stop) -> None:
+    """Rows ``rows`` predicted ``nxt`` at column(s) ``t``: write it at t + 1 where that lies in
+    the row's answer and the row has not stopped; mark rows done."""
+    t = torch.as_tensor(t, device=tokens.device).expand_as(rows)
+    write = (t + 1 < end[rows]) & ~done[rows]
+    tokens[rows[write], t[write] + 1] = nxt[write]
+    if stop is not None:
+        done[rows] |= write & (nxt == stop)
+    done[rows] |= t + 2 >= end[rows]

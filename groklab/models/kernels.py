@@ -7,8 +7,8 @@ separately so both can be hooked), one fused [d_model, 3 * n_heads * d_head] mat
 v, and ``scaled_dot_product_attention`` (the readable attention materializes scores and pattern
 for their hooks). Inside :func:`math_attention` (the batched trainer's ``vmap``, which has no
 batching rule for the fused CPU attention kernel) attention is computed with plain matmuls.
-A weight that carries an adapter (``adapters.py``) is read as W0 + dW, or with
-``ACTIVATION_ADAPTERS`` runs as ``x @ W0 + adapter.apply_to(x)``.
+A weight that carries an adapter (``adapters.py``) is read as W0 + dW, or, where the adapter
+is set to run on activations, as ``x @ W0 + adapter.apply_to(x)``.
 """
 
 from __future__ import annotations
@@ -39,17 +39,11 @@ def layer_norm(ln, x):
     return F.layer_norm(x, x.shape[-1:], ln.w, ln.b, ln.eps)
 
 
-# Adapters (adapters.py) on activations, x @ W0 + adapter(x), rather than read as one weight
-# W0 + dW. Off: at d_model 128 on a CPU the weight read is faster (its dW gradient is one
-# efficient matmul; the adapter's own backward is several skinny ones; bench/adapter_step.py).
-ACTIVATION_ADAPTERS = False
-
-
 def split_weight(module, name: str):
-    """(W0, adapter) of a weight carrying an adapter when ``ACTIVATION_ADAPTERS`` is on (an
-    adapted map then runs as ``x @ W0 + adapter.apply_to(x)``), else (the weight, None)."""
-    plist = getattr(module, "parametrizations", None) if ACTIVATION_ADAPTERS else None
-    if plist is not None and name in plist and hasattr(plist[name][0], "apply_to"):
+    """(W0, adapter) of a weight whose adapter runs on activations (the map then computes
+    ``x @ W0 + adapter.apply_to(x)``), else (the weight as read, None)."""
+    plist = getattr(module, "parametrizations", None)
+    if plist is not None and name in plist and getattr(plist[name][0], "on_activations", False):
         return plist[name].original, plist[name][0]
     return getattr(module, name), None
 

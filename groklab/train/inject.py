@@ -45,6 +45,7 @@ class InjectConfig(BaseModel):
     mora_type: int = 1
     targets: tuple[str, ...] = DEFAULT_TARGETS
     last_layers: int = 1
+    adapter_path: str = "auto"  # LoRA / MoRA as W0 + dW (weight), on activations, or by width
     replay: float = 0.0  # old training rows per new fact in every batch, drawn afresh
     probe_size: int = 1000  # rows per evaluation probe (composition and retention)
     steps: int = 300
@@ -156,7 +157,7 @@ def prepare(run_dir: str | Path, ic: InjectConfig):
     first_new = grow_vocab(model, idata.info["n_new_entities"], seed=ic.seed)
     torch.manual_seed(ic.seed)  # LoRA's A
     adapters = attach(model, ic.adapter, ic.targets, ic.rank, ic.alpha, ic.dropout, ic.mora_type,
-                      ic.last_layers)
+                      ic.last_layers, ic.adapter_path)
     params = [{"params": adapters.parameters(), "weight_decay": ic.weight_decay}]
     if idata.info["n_new_entities"]:
         if ic.adapter == "full":

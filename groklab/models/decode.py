@@ -38,9 +38,13 @@ def _embedded(model: HookedTransformer, tokens: torch.Tensor, lo: int, hi: int) 
     return e
 
 
-def _columns(model: HookedTransformer, e: torch.Tensor, lo: int, cache: list) -> torch.Tensor:
+def _columns(model: HookedTransformer, e: torch.Tensor, lo: int, cache: list,
+             last: torch.Tensor | None = None) -> torch.Tensor:
     """Logits [n, m, vocab] of columns lo..lo+m-1 whose embeddings are ``e``; their keys and
-    values join ``cache`` (one (K, V) pair [n, n_heads, n_ctx, d_head] per effective layer)."""
+    values join ``cache`` (one (K, V) pair [n, n_heads, n_ctx, d_head] per effective layer).
+    With ``last`` [n] (a column offset per row) only that column's logits, [n, 1, vocab]: the
+    final layer then attends from and runs its MLP on that one column (a prompt's other
+    columns need nothing of it but keys and values)."""
     m = e.shape[1]
     blocks = list(model.blocks)[: model.cfg.depth(False)]
     inject = model.loop_starts(0, len(blocks) - 1)
@@ -56,19 +60,27 @@ def _columns(model: HookedTransformer, e: torch.Tensor, lo: int, cache: list) ->
         K, V = cache[layer]
         K[:, :, lo : lo + m], V[:, :, lo : lo + m] = k.transpose(1, 2), v.transpose(1, 2)
         keys, values = K[:, :, : lo + m], V[:, :, : lo + m]
-        # the prefill (from column 0) is causal; one new column sees every cached one
-        z = _attend(q.transpose(1, 2), keys, values, m > 1)
+        if last is not None and layer == len(blocks) - 1:
+            rows = torch.arange(len(last), device=last.device)
+            q, resid = q[rows, last][:, None], resid[rows, last][:, None]
+            upto = torch.arange(lo + m, device=last.device) <= (lo + last)[:, None]
+            z = _attend(q.transpose(1, 2), keys, values, False, upto[:, None, None])
+        else:  # the prefill (from column 0) is causal; one new column sees every cached one
+            z = _attend(q.transpose(1, 2), keys, values, m > 1)
         resid = resid + kernels.out_proj(attn, z.transpose(1, 2)).view_as(resid)
         resid = resid + kernels.mlp(block.mlp, kernels.layer_norm(block.ln2, resid))
     return model.unembed(kernels.layer_norm(model.ln_final, resid))
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool):
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool,
+            mask: torch.Tensor | None = None):
     if causal:
         return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
     # One query per row: two batched matmuls. The CPU's fused attention kernel is tuned for
     # many queries and costs several times more here (bench/decode_batched.py).
     scores = (q @ keys.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1) @ values
 
 
@@ -98,8 +110,8 @@ def cached_greedy(model: HookedTransformer, inputs: torch.Tensor, start: torch.T
     for a, b in _slices(start, PREFILL_SLICES):
         part = [(K[a:b], V[a:b]) for K, V in cache]
         width = int(start[b - 1])
-        logits = _columns(model, _embedded(model, tokens[a:b], 0, width), 0, part)
-        logits = logits[rows[: b - a], start[a:b] - 1]
+        logits = _columns(model, _embedded(model, tokens[a:b], 0, width), 0, part,
+                          last=start[a:b] - 1)[:, 0]
         _write(tokens, rows[a:b], start[a:b] - 1, logits.argmax(-1), end, done, stop)
     for t in range(int(start.min()), int(end.max()) - 1):
         hi = int(torch.searchsorted(start, t, right=True))  # rows whose answers have begun

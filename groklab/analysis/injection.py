@@ -124,26 +124,29 @@ class InjectionResult:
                 "bridge_top1_at_r1": {k: [round(float(x), 4) for x in v]
                                       for k, v in self.lens.items()},
                 "traced_rows": self.traced_rows,
-                "nie_peak": {k: {"nie": round(float(v.max()), 4),
-                                 "layer": int(np.unravel_index(v.argmax(), v.shape)[0]),
-                                 "position": int(np.unravel_index(v.argmax(), v.shape)[1])}
-                             for k, v in self.tracing.items()},
-                # the head entity's state: the last layer at which restoring it still recovers
-                # half the effect (how late the lookup of h happens)
-                "head_state_until": {k: _last_above(v[:, 0], 0.5)
-                                     for k, v in self.tracing.items()}}
+                # NIE per layer of each restored position (h, r or h, r1, r2)
+                "tracing": {k: {lab: [round(float(x), 4) for x in v[:, i]]
+                                for i, lab in enumerate(_labels(v.shape[1]))}
+                            for k, v in self.tracing.items()},
+                # the first layer from which restoring the last input position alone recovers
+                # half the effect: where the head entity's information has reached the answer
+                "at_answer_from": {k: _first_above(v[:, -1], 0.5)
+                                   for k, v in self.tracing.items()}}
 
     def text(self) -> str:
         s = self.summary()
         lines = [f"injection ({self.kind}): median {s['median_significant']:.0f} significant "
                  f"singular values per delta (> {SIGNIFICANT:.0%} of the largest)"]
         for k, v in s["bridge_top1_at_r1"].items():
-            lines.append(f"  bridge top-1 at r1, best layer: {k} {max(v):.3f} "
-                         f"(layer {int(np.argmax(v))})")
-        for k, v in s["nie_peak"].items():
-            lines.append(f"  tracing {k} ({s['traced_rows'][k]} rows right): NIE peak "
-                         f"{v['nie']:.2f} at layer {v['layer']}, position {v['position']}; "
-                         f"head state >= 0.5 until layer {s['head_state_until'][k]}")
+            # the last entry reads the model's output at r1, its own answer to (h, r1): the
+            # bridge by construction once the first hop is known; the layers before are the test
+            lines.append(f"  bridge top-1 at r1 by layer: {k} "
+                         f"{' '.join(f'{x:.2f}' for x in v[:-1])} (output {v[-1]:.2f})")
+        for k, cols in s["tracing"].items():
+            last = list(cols)[-1]
+            lines.append(f"  tracing {k} ({s['traced_rows'][k]} rows right): NIE at {last} by "
+                         f"layer {' '.join(f'{x:.2f}' for x in cols[last])}; >= 0.5 from layer "
+                         f"{s['at_answer_from'][k]}")
         return "\n".join(lines)
 
     def save(self, run_dir) -> list[Path]:
@@ -179,8 +182,7 @@ class InjectionResult:
         for ax, k in zip(axes[0], names):
             v = self.tracing[k]
             im = ax.imshow(v, origin="lower", aspect="auto", cmap="Purples", vmin=0, vmax=1)
-            labels = ("h", "r") if v.shape[1] == 2 else ("h", "r1", "r2")[: v.shape[1]]
-            ax.set(xticks=range(v.shape[1]), xticklabels=labels, xlabel="restored position",
+            ax.set(xticks=range(v.shape[1]), xticklabels=_labels(v.shape[1]), xlabel="restored position",
                    title=f"{k} ({self.traced_rows[k]})")
         axes[0][0].set_ylabel("layer (resid_pre)")
         fig.colorbar(im, ax=axes[0].tolist(), label="NIE")
@@ -188,9 +190,13 @@ class InjectionResult:
         return save_figure(fig, path)
 
 
-def _last_above(x: np.ndarray, level: float) -> int:
+def _first_above(x: np.ndarray, level: float) -> int:
     above = np.nonzero(x >= level)[0]
-    return int(above[-1]) if len(above) else -1
+    return int(above[0]) if len(above) else -1
+
+
+def _labels(n_pos: int) -> tuple[str, ...]:
+    return ("h", "r") if n_pos == 2 else ("h", "r1", "r2")[:n_pos]
 
 
 def run(source, *, n_examples: int = 300, seed: int = 0, tracing: bool = True,

@@ -99,17 +99,32 @@ def _composition(r: Runs) -> Measured:
     return Measured(f"first-hop-new / second-hop-new accuracy: {shown}", best >= COMPOSE, detail)
 
 
-def _rank(r: Runs) -> Measured:
-    med = {}
+def _analyses(r: Runs, prefixes=("lora", "mora")) -> dict[str, dict]:
+    out = {}
     for name in r.names():
-        if name.startswith(("lora", "mora")):
+        if name.startswith(prefixes):
             try:
-                path = r.analysis(name, "injection.json")
+                out[name] = json.loads(Path(r.analysis(name, "injection.json")).read_text())
             except MissingRun:
                 continue
-            med[name] = json.loads(Path(path).read_text())["median_significant"]
-    if not med:
+    if not out:
         raise MissingRun("no injection analysis")
+    return out
+
+
+def _lookup(r: Runs) -> Measured:
+    """ROME tracing: the first layer from which the head entity's information sits at the
+    answer position (restoring that one state recovers >= half the effect), new vs old facts."""
+    got = {n: (a["at_answer_from"].get("new", -1), a["at_answer_from"].get("atomic_id", -1))
+           for n, a in _analyses(r, ("lora", "mora", "full", "last")).items()}
+    holds = all(0 <= new <= old for new, old in got.values())
+    shown = ", ".join(f"{n} {new}/{old}" for n, (new, old) in got.items())
+    return Measured(f"layer new / old facts reach the answer position: {shown}", holds,
+                    {n: {"new": a, "old": b} for n, (a, b) in got.items()})
+
+
+def _rank(r: Runs) -> Measured:
+    med = {n: a["median_significant"] for n, a in _analyses(r).items()}
     holds = all(med.get(f"mora-r{k}", 0) > med.get(f"lora-r{k}", 0) for k in RANKS[r.scale])
     return Measured(", ".join(f"{n} {v:g}" for n, v in med.items()), holds, med)
 
@@ -132,6 +147,10 @@ STUDY = Study(
               "some adapter", "not asked by either paper; Wang et al. 2024: facts never seen "
               "in two-hop training do not compose (OOD ~0)",
               "Wang et al. 2024, section 3.2 (the OOD analogue)", _composition),
+        Claim("injected facts are looked up as early as old ones (ROME tracing: the layer "
+              "from which restoring the answer position alone recovers half the effect, "
+              "new <= old, every adapter)", "not asked by either paper; Wang et al. 2024: "
+              "facts resolved late cannot feed a second hop", "this study", _lookup),
         Claim("MoRA's update has more significant singular values than LoRA's (median per "
               "matrix, > 1% of the largest)", "MoRA's update is high-rank (r_hat vs r)",
               "Jiang et al. 2024, section 3", _rank),

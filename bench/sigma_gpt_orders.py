@@ -19,7 +19,9 @@ decoding in that order) and per-token accuracy, left to right and in one random 
 (a fixed seed; the same orders for both sigma models). The plain GPT has no way to be told
 which position comes next, so it has no random-order score. The default task is ``addition``
 (reversed digits, operands of 1..max digits; ``ood``: both operands longer); ``--task strings``
-runs the reverse-a-string task instead (``test_ood``: longer strings).
+runs the reverse-a-string task instead (``test_ood``: longer strings). For the sigma models it
+also prints how many forward passes burst decoding (``any_order.burst_decode``) needs per row,
+left to right and in a random order, against the answer's token count.
 
     python bench/sigma_gpt_orders.py                         # addition, ~10 min on a shared CPU
     python bench/sigma_gpt_orders.py --task strings --steps 1500
@@ -37,7 +39,13 @@ from pathlib import Path
 import torch
 
 from groklab.config import load_config
-from groklab.tasks.any_order import AnyOrder
+from groklab.tasks.any_order import (
+    EVAL_SEED,
+    AnyOrder,
+    burst_decode,
+    make_order,
+    scored_tokens,
+)
 from groklab.train.loop import Run
 
 TASKS = {
@@ -66,6 +74,13 @@ def train_and_score(task: str, sets: list[str]) -> dict:
         for name, split in run.data.probes.items():
             obj = scorer or run.objective
             scores[name] = obj.evaluate(run.model, split, 2048, run.eval_ce, run.autocast)
+            if scorer is not None:  # forward passes of burst decoding, per row, vs tokens
+                scores[name]["tokens"] = scored_tokens(split.targets).sum(1).float().mean().item()
+                for label, shuffle in (("l2r", False), ("rand", True)):
+                    order = make_order(split.targets, shuffle, shuffle,
+                                       torch.Generator().manual_seed(EVAL_SEED))
+                    _, passes = burst_decode(run.model, split.inputs, split.targets, order)
+                    scores[name][f"passes_{label}"] = passes.float().mean().item()
     return {"seconds": round(seconds, 1), "scores": scores}
 
 
@@ -108,6 +123,14 @@ def main(argv=None) -> None:
             cells.append(f"{s['exact_random']:>6.3f} ({s['acc_random']:.3f})"
                          if "exact_random" in s else f"{'-':>15}")
         print(f"{name:<11} {r['seconds']:>6.0f}  " + "  ".join(f"{c:>15}" for c in cells))
+    print("\nburst decoding (any_order.burst_decode, same tokens as one per pass): forward "
+          "passes per row, left to right | random order, against answer tokens")
+    for name, r in results.items():
+        cells = [f"{p}: {r['scores'][p]['passes_l2r']:.2f} | {r['scores'][p]['passes_rand']:.2f}"
+                 f" of {r['scores'][p]['tokens']:.1f}" for p in probes
+                 if "passes_l2r" in r["scores"][p]]
+        if cells:
+            print(f"{name:<11} " + "   ".join(cells))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "results": results}, indent=1))

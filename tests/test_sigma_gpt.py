@@ -2,6 +2,7 @@
 training orders have the reference's shape, a tiny run learns to answer in random orders, and
 bad options are refused at the CLI."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -11,6 +12,7 @@ from groklab.models import HookedTransformer, ModelConfig, build_model
 from groklab.tasks import IGNORE, make_task
 from groklab.tasks.any_order import (
     AnyOrder,
+    burst_decode,
     decode_in_order,
     make_order,
     objective_for,
@@ -69,6 +71,20 @@ def test_orders_put_prompt_then_shuffled_answer_then_padding():
     assert scored_tokens(targets)[0].nonzero().flatten().tolist() == [4, 5, 6, 7]
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_burst_decoding_equals_one_token_per_pass(shuffle):
+    """An untrained model's predictions hang on the guesses of earlier tokens: burst decoding
+    must still give decode_in_order's tokens (here in about one pass per token)."""
+    data = make_task("addition", max_digits=3, eval_digits=5, n_train=50, n_test=48)
+    model = build_model(ModelConfig(architecture="sigma_gpt", n_layers=2, d_model=32,
+                                    n_heads=4).for_task(data)).eval()
+    split = data.probes["ood"]
+    order = make_order(split.targets, shuffle, shuffle, torch.Generator().manual_seed(1))
+    tokens, passes = burst_decode(model, split.inputs, split.targets, order)
+    assert torch.equal(tokens, decode_in_order(model, split.inputs, split.targets, order))
+    assert (passes >= 1).all() and (passes <= scored_tokens(split.targets).sum(1)).all()
+
+
 def test_tiny_run_learns_to_answer_in_random_orders(tmp_path):
     cfg = load_config("strings", None, [
         "task.max_len=3", "task.ood_extra=0", "task.n_train=600", "task.n_test=100",
@@ -92,6 +108,12 @@ def test_tiny_run_learns_to_answer_in_random_orders(tmp_path):
     teacher = ((out.argmax(-1) == test.targets) | ~mask).all(1)
     assert torch.equal((decoded == test.inputs).all(1), teacher)
     assert 0.5 <= teacher.float().mean() <= 1.0
+    # burst decoding: the same tokens in fewer passes, as the answer hangs on the prompt alone
+    burst, passes = burst_decode(run.model, test.inputs, test.targets, order)
+    assert torch.equal(burst, decoded)
+    n_tokens = scored_tokens(test.targets).sum(1)
+    assert (passes >= 1).all() and (passes <= n_tokens).all()
+    assert passes.float().mean() <= 0.6 * n_tokens.float().mean()
 
 
 def test_span_of_another_task_kind_and_bad_options_exit_2(tmp_path, monkeypatch):

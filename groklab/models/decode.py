@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from groklab.models import kernels, positions
+from groklab.models.hooks import watched
 from groklab.models.transformer import HookedTransformer
 
 
 def supported(model) -> bool:
     return (isinstance(model, HookedTransformer) and not model.training
-            and not any(hp._forward_hooks for hp in model.hook_dict.values()))
+            and not any(watched(hp) for hp in model.hook_dict.values()))
 
 
 def _embedded(model: HookedTransformer, tokens: torch.Tensor, lo: int, hi: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from groklab.models import kernels
+from groklab.models.hooks import watched
 from groklab.models.kernels import math_attention  # noqa: F401  (the batched trainer's)
 from groklab.models.transformer import HookedTransformer
 
@@ -33,7 +34,7 @@ from groklab.models.transformer import HookedTransformer
 def hooked(model) -> bool:
     """Whether any hook point of ``model`` has a hook, forward or backward (its hook_dict, not a
     module walk: this runs every training step)."""
-    return any(hp._forward_hooks for hp in model.hook_dict.values())
+    return any(watched(hp) for hp in model.hook_dict.values())
 
 
 def forward(model, tokens: torch.Tensor, answer_pos: torch.Tensor | None = None) -> torch.Tensor:

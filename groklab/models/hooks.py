@@ -37,7 +37,9 @@ Direction = Literal["fwd", "bwd", "both"]
 
 
 def reads_only(fn: HookFn) -> HookFn:
-    """Marks a hook that never edits its activation in place, so its hook point need not copy."""
+    """Marks a hook that never edits its activation in place nor returns a replacement (it
+    reads, like ``run_with_cache``'s): its hook point need not copy, and a LayerNorm whose
+    scale only such hooks watch may compute it fused."""
     fn.reads_only = True
     return fn
 
@@ -76,7 +78,7 @@ class HookPoint(nn.Module):
         self.bwd_hooks: list[LensHandle] = []
         self.ctx: dict = {}
         self._copy = False  # a hook may edit in place, or a backward hook listens
-        self._dispatch = None  # the one torch forward hook, while any hook is attached
+        self.attached = False  # any hook, forward or backward
 
     def add_hook(self, hook: HookFn, dir: Literal["fwd", "bwd"] = "fwd",
                  is_permanent: bool = False, level: int | None = None,
@@ -121,14 +123,9 @@ class HookPoint(nn.Module):
         state = self.__dict__
         state["_copy"] = bool(self.bwd_hooks) or any(
             not getattr(h.fn, "reads_only", False) for h in self.fwd_hooks)
-        attached = bool(self.fwd_hooks or self.bwd_hooks)
-        if attached and self._dispatch is None:
-            state["_dispatch"] = self.register_forward_hook(self._run_hooks)
-        elif not attached and self._dispatch is not None:
-            self._dispatch.remove()
-            state["_dispatch"] = None
+        state["attached"] = bool(self.fwd_hooks or self.bwd_hooks)
 
-    def _run_hooks(self, module, args, output: torch.Tensor) -> torch.Tensor:
+    def _run_hooks(self, output: torch.Tensor) -> torch.Tensor:
         # Forward hooks in order, each seeing the previous one's replacement; backward hooks
         # then listen to the final output (TransformerLens: the gradient of what flows on).
         for h in list(self.fwd_hooks):
@@ -141,11 +138,21 @@ class HookPoint(nn.Module):
         return output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._copy:
+        # Hooks run here rather than as torch forward hooks: a module without torch hooks
+        # takes nn.Module's fast call path, which is most of the cost of an idle hook point.
+        if not self.attached:
             return x
-        # A tensor of the hook's own: x may be a view of a parameter (a broadcast one: every
-        # row the same memory) or saved by autograd (softmax and sqrt keep their outputs).
-        return x.clone()
+        if self._copy:
+            # A tensor of the hook's own: x may be a view of a parameter (a broadcast one:
+            # every row the same memory) or saved by autograd (softmax and sqrt keep outputs).
+            x = x.clone()
+        return self._run_hooks(x)
+
+
+def watched(hp: HookPoint) -> bool:
+    """Whether anything listens at ``hp``: a groklab / TransformerLens hook, or a plain torch
+    forward hook someone registered on the module."""
+    return hp.attached or bool(hp._forward_hooks)
 
 
 def _name_filter(names_filter: NamesFilter) -> Callable[[str], bool]:
@@ -256,7 +263,7 @@ class HookedRootModule(nn.Module):
         def saver(suffix: str):
             @reads_only
             def store(act: torch.Tensor, hook: HookPoint):
-                act = act.detach() if detach else act
+                act = act.detach() if detach and act.requires_grad else act
                 if device is not None:
                     act = act.to(device)
                 cache[hook.name + suffix] = act[0] if remove_batch_dim else act
@@ -275,4 +282,4 @@ class HookedRootModule(nn.Module):
 
 
 __all__ = ["ActivationCache", "HookPoint", "HookedRootModule", "LensHandle", "get_act_name",
-           "reads_only"]
+           "reads_only", "watched"]

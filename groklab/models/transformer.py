@@ -33,7 +33,7 @@ from torch import nn
 
 from groklab.models import kernels, positions
 from groklab.models.config import ModelConfig
-from groklab.models.hooks import HookedRootModule, HookPoint
+from groklab.models.hooks import HookedRootModule, HookPoint, watched
 from groklab.models.lens import StackedWeights, finish
 
 
@@ -51,6 +51,12 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
+        if not self.hook_scale._copy:
+            # Nothing may change the scale or take its gradient (no hook there, or hooks that
+            # only read it): one fused kernel gives the normalized state and 1 / scale.
+            normalized, _, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, self.eps)
+            self.hook_scale(rstd.reciprocal())
+            return torch.addcmul(self.b, self.hook_normalized(normalized), self.w)
         x = x - x.mean(-1, keepdim=True)
         # sqrt(mean(x^2) + eps) through vector_norm and "* w + b" through addcmul: no full-size
         # temporaries (about 2x faster on a CPU); TransformerLens's numbers to float rounding
@@ -162,7 +168,7 @@ class TransformerBlock(nn.Module):
         self._hook_points = [m for m in self.modules() if isinstance(m, HookPoint)]
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
-        if not any(hp._forward_hooks for hp in self._hook_points):
+        if not any(watched(hp) for hp in self._hook_points):
             # Nothing to call: the same block through fused kernels. A patched layer's
             # successors, or every block of a model hooked elsewhere, run at full speed.
             return kernels.block(self, resid)

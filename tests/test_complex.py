@@ -132,3 +132,20 @@ def test_paper_totals_and_bad_settings():
         make_task("complex", **{**SMALL, "test_per_label": 3})
     with pytest.raises(TaskError, match="need chaining"):
         make_task("complex", **{**SMALL, "test_per_label": 400})
+
+
+def test_atomic_repeat_writes_each_id_fact_that_many_times():
+    once = make_task("complex", **SMALL)
+    thrice = make_task("complex", **{**SMALL, "atomic_repeat": 3})
+
+    def rows(d, kind):
+        m = d.train.meta
+        keep = m["kind"] == kind
+        return sorted(zip(m["attribute"][keep], m["e1"][keep], m["e2"][keep]))
+
+    assert rows(thrice, 0) == sorted(rows(once, 0) * 3)
+    assert rows(thrice, 1) == rows(once, 1)  # the comparisons and every probe are unchanged
+    for k, s in once.probes.items():
+        assert (s.inputs == thrice.probes[k].inputs).all(), k
+    with pytest.raises(TaskError, match="atomic_repeat 0 is too small"):
+        make_task("complex", **{**SMALL, "atomic_repeat": 0})

@@ -259,3 +259,37 @@ def test_cached_decoding_equals_full_forward_decoding(small, positional, monkeyp
     assert not torch.equal(cached, inputs)
     assert torch.equal(stopped, greedy_decode(model, inputs, start, length, stop))
     assert not torch.equal(stopped, cached)  # some rows did stop early
+
+
+def _offsets(model, x, idx, row) -> list[int]:
+    """The offsets k whose shifted table rows equal what row ``row`` of ``x`` was given."""
+    pos = model.position_embedding(x)[row]
+    return [k for k in range(model.cfg.abacus_max_offset + 1)
+            if torch.equal(pos, model.W_abacus[torch.where(idx[row] > 0, idx[row] + k, 0)])]
+
+
+def test_abacus_row_offsets_are_one_per_row_and_vary_across_rows(small):
+    model = _model(small, positional="abacus", abacus_max_offset=7, abacus_offset="row")
+    x = small.train.inputs[:16]
+    idx = abacus_positions(x, model.is_digit)
+    torch.manual_seed(0)
+    got = [_offsets(model.train(), x, idx, r) for r in range(len(x))]
+    assert all(len(k) == 1 for k in got)  # a, b and c of a row share their offset
+    assert len({k[0] for k in got}) > 3
+    assert all(_offsets(model.eval(), x, idx, r) == [0] for r in range(len(x)))
+
+
+def test_abacus_sinusoidal_init_gives_digit_rows_a_relative_structure(small):
+    from groklab.models.positions import sinusoidal_rows
+
+    model = _model(small, positional="abacus", abacus_max_offset=3, abacus_init="sinusoidal")
+    table = model.W_abacus.detach()
+    assert torch.allclose(table[1:], sinusoidal_rows(len(table), 32, 0.02)[1:])
+    assert abs(table[1:].std().item() - 0.02) < 0.004  # the size a normal draw has
+    # row i . row i+d depends on d alone: one linear map shifts every index by one
+    dots = (table[1:-3] * table[4:]).sum(-1)
+    assert torch.allclose(dots, dots[0].expand_as(dots), atol=1e-6)
+    plain = _model(small, positional="abacus", abacus_max_offset=3).W_abacus.detach()
+    near = (plain[1:-3] * plain[4:]).sum(-1)
+    assert near.std() > 10 * dots.std()
+    assert not table[0].any()  # non-digits start with no position

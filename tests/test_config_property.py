@@ -179,6 +179,8 @@ INVALID = {
                                     .filter(lambda v: v != -1), fractional, not_a_number()),
     "model.abacus_digits": st.one_of(words, mappings, st.integers(), st.none(),
                                      st.lists(words.filter(bool), min_size=1, max_size=2)),
+    "model.abacus_offset": literal(M["abacus_offset"]),
+    "model.abacus_init": literal(M["abacus_init"]),
     "model.loop_injection": literal(M["loop_injection"]),
     "model.eval_loops": derived_int,  # -1 or at least n_loops (1)
     "model.order": literal(M["order"]),

@@ -56,6 +56,12 @@ class ModelConfig(BaseModel):
     abacus_max_offset: int = 99  # training offset k ~ U{0..this} per forward pass (reference: 99)
     abacus_table: int = -1  # rows of the Abacus table (-1: n_ctx + abacus_max_offset + 1)
     abacus_digits: list[int] = []  # token ids that are digits; for_task: the task's numbers
+    # batch: one offset per forward pass (the reference's); row: one per row (every row of a
+    # step trains a different stretch of the table)
+    abacus_offset: Literal["batch", "row"] = "batch"
+    # normal: the table drawn like every matrix (the reference's); sinusoidal: digit rows start
+    # as sines and cosines of the index (still learned; a deviation, models/positions.py)
+    abacus_init: Literal["normal", "sinusoidal"] = "normal"
     # Looped depth: before every pass of the stack after the first, the embedded input is
     # added to the residual stream again ("add", McLeish et al.'s input injection) or not.
     loop_injection: Literal["none", "add"] = "none"

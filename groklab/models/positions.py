@@ -14,9 +14,19 @@
              is added to every non-zero index (so indices past the training lengths are
              trained too), none at evaluation. With reversed numbers the index says which
              power of ten a digit is, the same for a and b and c, whatever their length.
+             Two options, both off by default: ``abacus_offset: row`` draws one offset per
+             row instead of per batch (every step then trains many stretches of the table,
+             not one); ``abacus_init: sinusoidal`` starts the digit rows as sines and cosines
+             of the index (row 0, the non-digits, at zero), still learned: then one linear map
+             in the attention shifts every index by one from step 0, so matching digit i of
+             the answer with digits i and i+1 of the operands is relative from the start and
+             holds for indices that never occurred together in training. A deviation from the
+             reference (which draws its table like every matrix), measured in docs/methods.md.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -34,13 +44,30 @@ def abacus_positions(tokens: torch.Tensor, is_digit: torch.Tensor) -> torch.Tens
     return torch.where(digit, idx - last_break, torch.zeros_like(idx))
 
 
-def abacus_offset(positions: torch.Tensor, max_offset: int, training: bool) -> torch.Tensor:
-    """``positions`` with one random offset for the whole batch added to every digit (training
-    only). Drawn on the positions' device from the default generator: no host sync."""
+def abacus_offset(positions: torch.Tensor, max_offset: int, training: bool,
+                  per: str = "batch") -> torch.Tensor:
+    """``positions`` with a random offset added to every digit (training only): one for the
+    whole batch (``per="batch"``, the reference's), or one per row (``per="row"``: all the
+    numbers of a row share it, so a, b and c stay aligned). Drawn on the positions' device
+    from the default generator: no host sync."""
     if not training or max_offset <= 0:
         return positions
-    k = torch.randint(0, max_offset + 1, (), device=positions.device)
+    shape = positions.shape[:-1] + (1,) if per == "row" else ()
+    k = torch.randint(0, max_offset + 1, shape, device=positions.device)
     return torch.where(positions > 0, positions + k, positions)
+
+
+def sinusoidal_rows(n_rows: int, d_model: int, scale: float) -> torch.Tensor:
+    """[n_rows, d_model]: row i = scale * sqrt(2) * (sin(i w_1..w_h), cos(i w_1..w_h)), h =
+    d_model // 2 frequencies spaced geometrically from 1 down to 1/n_rows radians per index
+    (row entries have standard deviation ``scale``, as a normal init of that std has)."""
+    half = d_model // 2
+    freq = torch.logspace(0, -math.log10(n_rows), half, dtype=torch.float64)
+    angles = torch.arange(n_rows, dtype=torch.float64)[:, None] * freq[None, :]
+    table = torch.cat([angles.sin(), angles.cos()], -1) * scale * math.sqrt(2)
+    if d_model % 2:
+        table = torch.cat([table, torch.zeros(n_rows, 1, dtype=table.dtype)], -1)
+    return table.float()
 
 
 def rotary_tables(n_ctx: int, d_head: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ run); the fused kernels take that path for an adapter whose ``on_activations`` i
 d_in x d_out gradient per map and step, the activation path a few skinny matmuls per map, and
 ``bench/adapter_step.py`` puts the crossover between d_model 128 (weight read faster: LoRA
 1.31x vs 1.47x of the frozen step) and 256 (activation path faster: 1.28x vs 1.50x; at 768
-1.11x vs 1.99x). Both paths give the same logits and gradients to float error. LoRA's dropout
+1.05-1.10x vs 1.99x). Both paths give the same logits and gradients to float error. LoRA's dropout
 on the weight path drops input features of dW (rows of A) once per forward; on the activation
 path it drops input elements, as in PEFT; merges and analyses read dW without dropout.
 
@@ -170,6 +170,12 @@ class LoRA(Delta):
         x = F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
         B = self.B if self.scale == 1.0 else self.B * self.scale  # [r, d_out], not [N, d_out]
         return (x @ self.A) @ B
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(A, scale B): x @ dW = (x @ A) @ (scale B), where no dropout applies."""
+        if self.training and self.dropout > 0:
+            return None
+        return self.A, (self.B if self.scale == 1.0 else self.B * self.scale)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"lora_A": self.A, "lora_B": self.B}

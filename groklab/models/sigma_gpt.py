@@ -31,12 +31,7 @@ from torch import nn
 from groklab.models.config import ModelConfig
 from groklab.models.hooks import HookPoint
 from groklab.models.mlp import _SmallModel
-from groklab.models.transformer import (
-    HookedTransformer,
-    LayerNorm,
-    TransformerBlock,
-    _share_parameters,
-)
+from groklab.models.transformer import HookedTransformer, add_stack
 
 
 class SigmaGPT(_SmallModel):
@@ -47,14 +42,7 @@ class SigmaGPT(_SmallModel):
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx + 1, cfg.d_model // 2))
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
-        self.embed_drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_effective_layers))
-        for i in range(cfg.n_layers, cfg.n_effective_layers):
-            _share_parameters(self.blocks[i], self.blocks[i % cfg.n_layers])
-        self.ln_final = LayerNorm(cfg)
-        if not cfg.tie_word_embeddings:
-            self.W_U_param = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out))
-            self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
+        add_stack(self, cfg)
         HookedTransformer.init_weights(self)  # GPT-2's (or Nanda's), by name and shape
         self.setup()
 

@@ -186,6 +186,20 @@ def _share_parameters(dst: nn.Module, src: nn.Module) -> None:
             d_mod._parameters[pname] = s_mod._parameters[pname]
 
 
+def add_stack(model: nn.Module, cfg: ModelConfig) -> None:
+    """Everything after the embeddings, in this registration order (the initialisation draws
+    parameters in it): embedding dropout, the blocks (looped layers share the first n_layers'
+    tensors), the final LayerNorm and, untied, the unembedding."""
+    model.embed_drop = nn.Dropout(cfg.dropout)
+    model.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_effective_layers))
+    for i in range(cfg.n_layers, cfg.n_effective_layers):
+        _share_parameters(model.blocks[i], model.blocks[i % cfg.n_layers])
+    model.ln_final = LayerNorm(cfg)
+    if not cfg.tie_word_embeddings:
+        model.W_U_param = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out))
+        model.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
+
+
 class HookedTransformer(StackedWeights, HookedRootModule):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -204,15 +218,8 @@ class HookedTransformer(StackedWeights, HookedRootModule):
             self.register_buffer("is_digit", is_digit, persistent=False)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         self.hook_pos_embed = HookPoint()
-        self.embed_drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_effective_layers))
+        add_stack(self, cfg)
         self.injects = cfg.loop_injection == "add" and cfg.n_effective_layers > cfg.n_layers
-        for i in range(cfg.n_layers, cfg.n_effective_layers):
-            _share_parameters(self.blocks[i], self.blocks[i % cfg.n_layers])
-        self.ln_final = LayerNorm(cfg)
-        if not cfg.tie_word_embeddings:
-            self.W_U_param = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out))
-            self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab_out))
         self.init_weights()
         self.setup()
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from groklab.models.mora import MoraMaps, mora_rank
+from groklab.models.mora import mora_rank, shared_maps
 
 KINDS = ("lora", "mora", "full", "last")
 PATHS = ("auto", "weight", "activation")
@@ -186,7 +186,7 @@ class MoRA(Delta):
         super().__init__(layout, shape)
         self.rank, self.mora_type = rank, mora_type
         self.r_hat = mora_rank(self.d_in, self.d_out, rank, mora_type)
-        self.maps = MoraMaps(self.d_in, self.d_out, self.r_hat, mora_type)
+        self.maps = shared_maps(self.d_in, self.d_out, self.r_hat, mora_type)
         self.M = nn.Parameter(torch.zeros(self.r_hat, self.r_hat))
 
     def delta(self) -> torch.Tensor:
@@ -194,6 +194,10 @@ class MoRA(Delta):
 
     def apply_to(self, x: torch.Tensor) -> torch.Tensor:
         return self.maps.apply(x, self.M)
+
+    def factors(self):
+        """(the fixed maps, M) for type 1: x @ dW = tiled(compressed(x) @ M)."""
+        return (self.maps, self.M) if self.mora_type == 1 else None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"mora_M": self.M}

@@ -14,6 +14,7 @@ is set to run on activations, as ``x @ W0 + adapter.apply_to(x)``.
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -54,22 +55,57 @@ def _adapted(out, x2, adapters, widths):
         return out
     factors = [getattr(a, "factors", lambda: None)() for a in adapters if a is not None]
     if len(factors) == len(adapters) and all(f is not None for f in factors):
-        # Low-rank adapters on every column block (LoRA's A, B): one skinny matmul for all the
-        # A's, then the B's as one block-diagonal map added by the same addmm, rather than a
-        # pair of skinny matmuls per block, a concatenation and an add (bench/adapter_step.py)
-        A = factors[0][0] if len(factors) == 1 else torch.cat([f[0] for f in factors], 1)
-        B = factors[0][1] if len(factors) == 1 else torch.block_diag(*(f[1] for f in factors))
-        return torch.addmm(out, x2 @ A, B)
+        As, Bs = [f[0] for f in factors], [f[1] for f in factors]
+        if all(isinstance(A, torch.Tensor) for A in As):
+            # Low-rank adapters on every column block (LoRA's A, B): one skinny matmul for all
+            # the A's, then the B's as one block-diagonal map added by the same addmm, rather
+            # than a pair of skinny matmuls per block, a concatenation and an add
+            # (bench/adapter_step.py)
+            A = As[0] if len(As) == 1 else torch.cat(As, 1)
+            B = Bs[0] if len(Bs) == 1 else torch.block_diag(*Bs)
+            return torch.addmm(out, x2 @ A, B)
+        if all(A is As[0] for A in As):
+            # One fixed compression shared by every block (MoRA type 1 on q, k and v, which
+            # read the same input): compress once, every block's M in one matmul, the tiled
+            # decompression added into out in place
+            y = As[0].compressed(x2) @ (Bs[0] if len(Bs) == 1 else torch.cat(Bs, 1))
+            return As[0].add_tiled(out, y, len(Bs))
     parts = [a.apply_to(x2) if a is not None else x2.new_zeros(x2.shape[0], w)
              for a, w in zip(adapters, widths)]
     return out + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+
+
+def _fused_qkv(attn, Wq, Wk, Wv):
+    """[d_model, 3 * n_heads * d_head]: the per-head weights side by side, as one matmul reads
+    them. The permuted copy costs as much as a few matmuls at d_model 768 (7 ms a layer on one
+    CPU thread), so where no gradient flows through the weights (a frozen base under adapters,
+    evaluation) it is kept between calls until a weight changes (its version counter moves) or
+    is replaced."""
+    h, d, dh = Wq.shape
+
+    def fuse():
+        return torch.cat([Wq, Wk, Wv]).permute(1, 0, 2).reshape(d, 3 * h * dh)
+
+    ws = (Wq, Wk, Wv)
+    if (torch.is_grad_enabled() and any(w.requires_grad for w in ws)) or any(
+            torch._C._functorch.is_functorch_wrapped_tensor(w) for w in ws):
+        return fuse()
+    # `.data =` (module.to(), some loaders) swaps the storage without moving the version
+    versions = tuple((w._version, w.data_ptr(), w.dtype, w.device) for w in ws)
+    cached = getattr(attn, "_qkv_fused", None)
+    if cached is not None and cached[1] == versions and all(
+            r() is w for r, w in zip(cached[0], ws)):
+        return cached[2]
+    W = fuse()
+    attn._qkv_fused = (tuple(weakref.ref(w) for w in ws), versions, W)
+    return W
 
 
 def qkv(attn, x):
     # One fused [d_model, 3 * n_heads * d_head] matmul instead of three per-head einsums.
     (Wq, aq), (Wk, ak), (Wv, av) = (split_weight(attn, n) for n in ("W_Q", "W_K", "W_V"))
     h, d, dh = Wq.shape
-    W = torch.cat([Wq, Wk, Wv]).permute(1, 0, 2).reshape(d, 3 * h * dh)
+    W = _fused_qkv(attn, Wq, Wk, Wv)
     b = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).reshape(3 * h * dh)
     x2 = x.reshape(-1, d)
     out = _adapted(torch.addmm(b, x2, W), x2, (aq, ak, av), (h * dh,) * 3)

@@ -110,26 +110,114 @@ class MoraMaps:
         full = t["fold"] @ torch.block_diag(*blocks.unbind(0))  # [d_in, n r_hat]
         return full.index_select(1, t["cols"])
 
-    def apply(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-        """``x @ delta(M)`` for x [N, d_in], computed on activations as the reference does
-        (what the training path runs: O(N r_hat^2), not O(N d_in d_out)). Slices, sums and
-        repeats rather than gathers: their backwards are cheap where index_add is not."""
-        t = self._tables(M)
+    def _chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, d_in] padded to n r_hat features (the reference's padding) as [N, n, r_hat].
+        Slices and cats rather than gathers: their backwards are cheap where index_add is not."""
         r = self.r_hat
         n = len(self.index) // r
         pad = n * r - self.d_in
         if pad == 0:
             xp = x
         elif pad <= self.d_in:
-            xp = torch.cat([x, x[:, :pad]], 1)  # the reference's padding
+            xp = torch.cat([x, x[:, :pad]], 1)
         else:
-            xp = x.index_select(1, t["index"])  # wraps more than once
-        chunks = xp.view(-1, n, r)
+            xp = x.index_select(1, self._tables(x)["index"])  # wraps more than once
+        return xp.view(-1, n, r)
+
+    def compressed(self, x: torch.Tensor) -> torch.Tensor:
+        """Type 1's fixed compression of x [N, d_in] to [N, r_hat]: the padded chunks summed."""
+        r, d = self.r_hat, self.d_in
+        if d < r or r - d % r > d:  # the padding wraps the input more than once
+            return self._chunks(x).sum(1)
+        return _Compress.apply(x, r)
+
+    def add_tiled(self, out: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        """out [N, k d_out] + y [N, k r_hat] tiled block by block (output j of a block reads
+        j % r_hat): type 1's decompression. ``out`` must be a temporary: it is written in
+        place."""
+        return _AddTiled.apply(out, y, k, self.r_hat)
+
+    def apply(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """``x @ delta(M)`` for x [N, d_in], computed on activations as the reference does
+        (what the training path runs: O(N r_hat^2), not O(N d_in d_out))."""
         if self.type == 1:
-            y = chunks.sum(1) @ M
-        else:  # chunk c through R_c M: one batched matmul
-            y = (chunks.transpose(0, 1) @ (t["rot"] @ M)).transpose(0, 1).reshape(-1, n * r)
+            y = self.compressed(x) @ M
+            return self.add_tiled(y.new_zeros(y.shape[0], self.d_out), y, 1)
+        # type 6: chunk c through R_c M, one batched matmul
+        chunks, n = self._chunks(x), len(self.index) // self.r_hat
+        rot = self._tables(M)["rot"]
+        y = (chunks.transpose(0, 1) @ (rot @ M)).transpose(0, 1).reshape(-1, n * self.r_hat)
         width = y.shape[1]
         if width < self.d_out:
             y = y.repeat(1, -(-self.d_out // width))
         return y[:, : self.d_out]
+
+
+# Type 1's compression and tiling as autograd functions: written with slices and in-place adds,
+# autograd's own backward of those (zeros, clones, copy-slices) cost MoRA's step more than its
+# matmuls did (bench/adapter_step.py). Each backward reads the incoming gradient once.
+
+
+class _Compress(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, r):
+        d = x.shape[1]
+        full, tail = divmod(d, r)
+        ctx.r, ctx.d = r, d
+        s = x[:, : full * r].reshape(-1, full, r).sum(1)
+        if tail:  # the last chunk: the input's tail, then its first r - tail features again
+            s[:, :tail] += x[:, full * r:]
+            s[:, tail:] += x[:, : r - tail]
+        return s
+
+    @staticmethod
+    def backward(ctx, g):
+        r, d = ctx.r, ctx.d
+        full, tail = divmod(d, r)
+        gx = g.new_empty(g.shape[0], d)
+        gx[:, : full * r].view(-1, full, r).copy_(g[:, None])
+        if tail:
+            gx[:, full * r:] = g[:, :tail]
+            gx[:, : r - tail] += g[:, tail:]
+        return gx, None
+
+
+class _AddTiled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out, y, k, r):
+        N, d = out.shape[0], out.shape[1] // k
+        ctx.k, ctx.r, ctx.d = k, r, d
+        o, yv = out.view(N, k, d), y.view(N, k, r)
+        full, rest = divmod(d, r)
+        if full:
+            o[:, :, : full * r].view(N, k, full, r).add_(yv[:, :, None])
+        if rest:
+            o[:, :, full * r:].add_(yv[:, :, :rest])
+        ctx.mark_dirty(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        k, r, d = ctx.k, ctx.r, ctx.d
+        N = g.shape[0]
+        gv = g.view(N, k, d)
+        full, rest = divmod(d, r)
+        if full:
+            gy = gv[:, :, : full * r].reshape(N, k, full, r).sum(2)
+        else:
+            gy = g.new_zeros(N, k, r)
+        if rest:
+            gy[:, :, :rest] += gv[:, :, full * r:]
+        return g, gy.view(N, k * r), None, None
+
+
+_SHARED: dict[tuple[int, int, int, int], MoraMaps] = {}
+
+
+def shared_maps(d_in: int, d_out: int, r_hat: int, mora_type: int) -> MoraMaps:
+    """One MoraMaps per shape and type: the tables are constants, and maps that share an input
+    (q, k and v) can then be recognised by identity and compress it once."""
+    key = (d_in, d_out, r_hat, mora_type)
+    if key not in _SHARED:
+        _SHARED[key] = MoraMaps(*key)
+    return _SHARED[key]

@@ -105,25 +105,30 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, p, d = x.shape
         h, dh = self.cfg.n_heads, self.cfg.d_head
-        x2 = x.reshape(b * p, d)
+        # Heads are computed head-major, [h, b, p, dh]: the layout the attention's batched
+        # matmuls read without a copy. Hooks see TransformerLens's [b, p, h, dh] (and
+        # [b, h, q, k]) as views of it, so an in-place edit reaches the computation.
+        x3 = x.reshape(1, b * p, d).expand(h, b * p, d)
 
-        def project(W: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # [b, p, h, dh]
-            # x @ W[h] for every head as one matmul (einsum's per-call overhead doubles the
-            # cost of this small model's attention on a CPU)
-            W2 = W.transpose(0, 1).reshape(d, h * dh)
-            return torch.addmm(bias.reshape(h * dh), x2, W2).view(b, p, h, dh)
+        def project(W: torch.Tensor, bias: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+            return hook(torch.baddbmm(bias[:, None], x3, W).view(h, b, p, dh).permute(1, 2, 0, 3))
 
-        q = self.hook_q(project(self.W_Q, self.b_Q))
-        k = self.hook_k(project(self.W_K, self.b_K))
-        v = self.hook_v(project(self.W_V, self.b_V))
+        def heads(t: torch.Tensor) -> torch.Tensor:  # [b, p, h, dh] -> [h b, p, dh]
+            return t.permute(2, 0, 1, 3).reshape(h * b, p, dh)
+
+        q = project(self.W_Q, self.b_Q, self.hook_q)
+        k = project(self.W_K, self.b_K, self.hook_k)
+        v = project(self.W_V, self.b_V, self.hook_v)
         if self.rotary:
             q, k = self.rotate(q, k)
             q, k = self.hook_rot_q(q), self.hook_rot_k(k)
-        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [b, h, q, k]
+        scores = torch.bmm(heads(q), heads(k).transpose(1, 2)).view(h, b, p, p)
+        scores = scores.permute(1, 0, 2, 3) / math.sqrt(dh)  # [b, h, q, k]
         scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:p, :p], float("-inf")))
         pattern = self.hook_pattern(scores.softmax(-1))
         pattern = F.dropout(pattern, self.cfg.dropout if self.training else 0.0, self.training)
-        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [b, q, h, dh]
+        z = kernels.mix_values(pattern.permute(1, 0, 2, 3).reshape(h * b, p, p), heads(v))
+        z = self.hook_z(z.view(h, b, p, dh).permute(1, 2, 0, 3))  # [b, q, h, dh]
         out = torch.addmm(self.b_O, z.reshape(b * p, h * dh), self.W_O.reshape(h * dh, d))
         return out.view(b, p, d)
 

@@ -21,10 +21,10 @@ an adapter step <= 1.1x the frozen forward-backward).
     python bench/adapter_step.py [--rank 8] [--rounds 7] [--steps 5] [--device auto]
         [--preset composition-fast] [--batch N] [--kinds frozen,full,lora,lora-act]
 
-Each line also gives ``flops_floor`` for LoRA: the step's extra multiply-adds over the frozen
-forward-backward, counted (per adapted d_in x d_out map on R rows: R r (d_in + d_out) forward,
-twice that backward, against R d_in d_out each way for the frozen map), so the ratio no
-implementation can beat at this width: at d_model 128 and rank 8 it is above 1.1 by itself.
+Each adapter's line also gives ``flops_floor``: the step's extra multiply-adds over the frozen
+forward-backward, counted (``flops_floor()``), so the ratio no implementation can beat at this
+width: at d_model 128 and rank 8 LoRA's and MoRA type 1's are 1.141, above 1.1 by themselves;
+at the paper's 768, 1.023 for both and 1.219 for MoRA type 6 (each chunk through its own M).
 """
 
 from __future__ import annotations
@@ -67,15 +67,28 @@ def make(kind: str, cfg, rank: int, device):
     return model, opt
 
 
-def lora_flops_floor(cfg, rank: int) -> float:
-    """(frozen + LoRA's extra multiply-adds) / frozen, over every adapted map of a block (the
-    rows and the layer count cancel); attention scores and the unembedding left out of both,
-    which only lowers the frozen side, so this is an optimistic floor."""
+def flops_floor(cfg, kind: str, rank: int) -> float | None:
+    """(frozen + the adapter's extra multiply-adds) / frozen, over every adapted map of a block
+    (the rows and the layer count cancel); attention scores and the unembedding left out of
+    both, which only lowers the frozen side, so this is an optimistic floor. Per map d_in x
+    d_out and row, forward: LoRA r (d_in + d_out); MoRA type 1 r_hat^2 (the chunk sums and the
+    tiling are adds); type 6 n r_hat^2 (each of n = ceil(d_in / r_hat) chunks through its own
+    rotated M). The backward costs twice the forward (input and adapter gradients)."""
+    from groklab.models.mora import mora_rank, n_chunks
+
     d, hd, m = cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp
     maps = [(d, hd)] * 3 + [(hd, d), (d, m), (m, d)]  # W_Q, W_K, W_V, W_O, W_in, W_out
     base = sum(2 * i * o for i, o in maps)  # forward + activation backward
-    extra = sum(3 * rank * (i + o) for i, o in maps)  # forward 1x, backward 2x
-    return round(1 + extra / base, 3)
+    kind = kind.removesuffix("-act")
+    if kind == "lora":
+        extra = sum(rank * (i + o) for i, o in maps)
+    elif kind in ("mora1", "mora6"):
+        t = int(kind[-1])
+        extra = sum(mora_rank(i, o, rank, t) ** 2 * (n_chunks(i, mora_rank(i, o, rank, t))
+                                                      if t == 6 else 1) for i, o in maps)
+    else:
+        return None
+    return round(1 + 3 * extra / base, 3)
 
 
 def step(model, opt, batch) -> None:
@@ -125,11 +138,10 @@ def main() -> None:
             sync(device)
             times[k].append((time.perf_counter() - t) / args.steps * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}
-    floor = lora_flops_floor(cfg, args.rank)
     for k in kinds:
         print(json.dumps({"variant": k, "rank": args.rank, "ms_per_step": round(ms[k], 3),
                           "vs_frozen": round(ms[k] / ms["frozen"], 3),
-                          "vs_full": round(ms[k] / ms["full"], 3), "lora_flops_floor": floor,
+                          "vs_full": round(ms[k] / ms["full"], 3), "flops_floor": flops_floor(cfg, k, args.rank),
                           "preset": args.preset, "set": args.set,
                           "d_model": cfg.d_model, "rows": len(idx), "device": str(device),
                           "threads": torch.get_num_threads(), "host": platform.node()}))

@@ -24,7 +24,7 @@ an adapter step <= 1.1x the frozen forward-backward).
 Each adapter's line also gives ``flops_floor``: the step's extra multiply-adds over the frozen
 forward-backward, counted (``flops_floor()``), so the ratio no implementation can beat at this
 width: at d_model 128 and rank 8 LoRA's and MoRA type 1's are 1.141, above 1.1 by themselves;
-at the paper's 768, 1.023 for both and 1.219 for MoRA type 6 (each chunk through its own M).
+at the paper's 768, 1.023 for both and 1.136 for MoRA type 6 (each chunk through its own M).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def flops_floor(cfg, kind: str, rank: int) -> float | None:
     (the rows and the layer count cancel); attention scores and the unembedding left out of
     both, which only lowers the frozen side, so this is an optimistic floor. Per map d_in x
     d_out and row, forward: LoRA r (d_in + d_out); MoRA type 1 r_hat^2 (the chunk sums and the
-    tiling are adds); type 6 n r_hat^2 (each of n = ceil(d_in / r_hat) chunks through its own
-    rotated M). The backward costs twice the forward (input and adapter gradients)."""
+    tiling are adds); type 6 n r_hat^2 (each chunk through its own rotated M; n = ceil(d_in /
+    r_hat) chunks, or ceil(d_out / r_hat) where the rest are cut). The backward costs twice the
+    forward (input and adapter gradients)."""
     from groklab.models.mora import mora_rank, n_chunks
 
     d, hd, m = cfg.d_model, cfg.n_heads * cfg.d_head, cfg.d_mlp
@@ -84,8 +85,11 @@ def flops_floor(cfg, kind: str, rank: int) -> float | None:
         extra = sum(rank * (i + o) for i, o in maps)
     elif kind in ("mora1", "mora6"):
         t = int(kind[-1])
-        extra = sum(mora_rank(i, o, rank, t) ** 2 * (n_chunks(i, mora_rank(i, o, rank, t))
-                                                      if t == 6 else 1) for i, o in maps)
+        extra = 0
+        for i, o in maps:
+            r = mora_rank(i, o, rank, t)
+            n = n_chunks(i, r)  # type 6: only the chunks whose outputs are not cut count
+            extra += r * r * ((n if n * r < o else -(-o // r)) if t == 6 else 1)
     else:
         return None
     return round(1 + 3 * extra / base, 3)

@@ -53,7 +53,8 @@ def ref_mora(x, M, d_out, mora_type):
 @pytest.mark.parametrize("d_in,d_out,r_hat,mora_type", [
     (12, 12, 4, 1), (10, 7, 4, 1), (7, 10, 4, 1), (5, 3, 8, 1),  # divisible, padding, tiling
     (11, 13, 3, 1), (3, 9, 4, 1),  # a tail and a remainder; an input narrower than r_hat
-    (12, 12, 4, 6), (10, 7, 4, 6), (7, 20, 4, 6), (6, 9, 8, 6)])  # rotation, cut, tile
+    (12, 12, 4, 6), (10, 7, 4, 6), (7, 20, 4, 6), (6, 9, 8, 6),  # rotation, cut, tile
+    (20, 6, 4, 6)])  # only 2 of 5 chunks reach the output
 def test_mora_maps_equal_the_reference_on_activations(d_in, d_out, r_hat, mora_type):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, d_in, generator=g, dtype=torch.float64)
@@ -62,7 +63,7 @@ def test_mora_maps_equal_the_reference_on_activations(d_in, d_out, r_hat, mora_t
     dW = maps.delta(M)
     assert dW.shape == (d_in, d_out)
     torch.testing.assert_close(x @ dW, ref_mora(x, M, d_out, mora_type))
-    # the activation path's hand-written backwards (type 1) against autograd through the
+    # the activation path's hand-written backwards against autograd through the
     # reference, for the input and M alike
     x.requires_grad_(True)
     M.requires_grad_(True)

@@ -196,8 +196,8 @@ class MoRA(Delta):
         return self.maps.apply(x, self.M)
 
     def factors(self):
-        """(the fixed maps, M) for type 1: x @ dW = tiled(compressed(x) @ M)."""
-        return (self.maps, self.M) if self.mora_type == 1 else None
+        """(the fixed maps, M): x @ dW = maps.add_decompressed(0, maps.inner(x, M), 1)."""
+        return self.maps, self.M
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"mora_M": self.M}

@@ -65,11 +65,11 @@ def _adapted(out, x2, adapters, widths):
             B = Bs[0] if len(Bs) == 1 else torch.block_diag(*Bs)
             return torch.addmm(out, x2 @ A, B)
         if all(A is As[0] for A in As):
-            # One fixed compression shared by every block (MoRA type 1 on q, k and v, which
-            # read the same input): compress once, every block's M in one matmul, the tiled
-            # decompression added into out in place
-            y = As[0].compressed(x2) @ (Bs[0] if len(Bs) == 1 else torch.cat(Bs, 1))
-            return As[0].add_tiled(out, y, len(Bs))
+            # One set of fixed maps shared by every block (MoRA on q, k and v, which read the
+            # same input): compress once, every block's M in one matmul, the decompression
+            # added into out in place
+            y = As[0].inner(x2, Bs[0] if len(Bs) == 1 else torch.cat(Bs, 1))
+            return As[0].add_decompressed(out, y, len(Bs))
     parts = [a.apply_to(x2) if a is not None else x2.new_zeros(x2.shape[0], w)
              for a, w in zip(adapters, widths)]
     return out + (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))

@@ -88,6 +88,7 @@ class MoraMaps:
         else:
             self.fold = fold  # [d_in, n r_hat]
             self.rot = rotation_matrices(r_hat, n)  # [n, r_hat, r_hat]
+            self.cos, self.sin = rotation_tables(r_hat, n)  # [n, r_hat] each
             width = n * r_hat  # concatenated outputs, cut to d_out or tiled
             self.cols = torch.arange(d_out) % width
         self.index = fold_index(d_in, r_hat)
@@ -96,7 +97,7 @@ class MoraMaps:
     def _tables(self, like: torch.Tensor):
         key = (like.dtype, like.device)
         if key not in self._cast:
-            names = ("compress",) if self.type == 1 else ("fold", "rot")
+            names = ("compress",) if self.type == 1 else ("fold", "rot", "cos", "sin")
             self._cast[key] = {n: getattr(self, n).to(like) for n in names}
             self._cast[key]["cols"] = self.cols.to(like.device)
             self._cast[key]["index"] = self.index.to(like.device)
@@ -110,62 +111,69 @@ class MoraMaps:
         full = t["fold"] @ torch.block_diag(*blocks.unbind(0))  # [d_in, n r_hat]
         return full.index_select(1, t["cols"])
 
-    def _chunks(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, d_in] padded to n r_hat features (the reference's padding) as [N, n, r_hat].
-        Slices and cats rather than gathers: their backwards are cheap where index_add is not."""
-        r = self.r_hat
-        n = len(self.index) // r
-        pad = n * r - self.d_in
-        if pad == 0:
-            xp = x
-        elif pad <= self.d_in:
-            xp = torch.cat([x, x[:, :pad]], 1)
-        else:
-            xp = x.index_select(1, self._tables(x)["index"])  # wraps more than once
-        return xp.view(-1, n, r)
-
-    def compressed(self, x: torch.Tensor) -> torch.Tensor:
-        """Type 1's fixed compression of x [N, d_in] to [N, r_hat]: the padded chunks summed."""
+    def inner(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """The compressed input times M (or several maps' M side by side, [r_hat, k r_hat]):
+        type 1 [N, k r_hat] (the padded chunks summed, then M); type 6 [n, N, k r_hat]
+        (chunk c rotated by R_c, then M)."""
         r, d = self.r_hat, self.d_in
-        if d < r or r - d % r > d:  # the padding wraps the input more than once
-            return self._chunks(x).sum(1)
-        return _Compress.apply(x, r)
+        wraps = r - d % r > d if d % r else False  # padding that wraps the input more than once
+        if self.type == 1:
+            if d < r or wraps:
+                s = x.index_select(1, self._tables(x)["index"]).view(-1, len(self.index) // r,
+                                                                      r).sum(1)
+            else:
+                s = _Compress.apply(x, r)
+            return s @ M
+        # Outputs past d_out are cut, so where the chunks' outputs are not tiled (n r >= d_out)
+        # only the first ceil(d_out / r) chunks reach the output: the rest are not computed
+        # (a 3072 -> 768 map at r 174: 5 of 18 chunks)
+        n = len(self.index) // r
+        used = n if n * r < self.d_out else -(-self.d_out // r)
+        if wraps:
+            chunks = x.index_select(1, self._tables(x)["index"]).view(x.shape[0], -1, r)
+            chunks = chunks[:, :used].transpose(0, 1).contiguous()
+        else:
+            chunks = _Chunks.apply(x, r, used)
+        # chunk c rotated (x R_c, elementwise: x cos + rotate_half(x) sin), then all chunks
+        # through M as one matmul: n r^2 per row, where forming every R_c M costs n r^3
+        t, h = self._tables(M), r // 2
+        cos, sin = t["cos"][:used, None], t["sin"][:used, None]
+        half = torch.cat([-chunks[..., h:], chunks[..., :h]], -1)
+        rotated = torch.addcmul(chunks * cos, half, sin)
+        return (rotated.view(-1, r) @ M).view(chunks.shape[0], chunks.shape[1], -1)
 
-    def add_tiled(self, out: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-        """out [N, k d_out] + y [N, k r_hat] tiled block by block (output j of a block reads
-        j % r_hat): type 1's decompression. ``out`` must be a temporary: it is written in
-        place."""
-        return _AddTiled.apply(out, y, k, self.r_hat)
+    def add_decompressed(self, out: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        """out [N, k d_out] + the decompressed ``inner`` of k maps, block by block: type 1
+        tiles r_hat outputs (output j reads j % r_hat), type 6 concatenates the n chunks' and
+        cuts or tiles them. ``out`` must be a temporary: it is written in place."""
+        if self.type == 1:
+            return _AddTiled.apply(out, y, k, self.r_hat)
+        return _AddChunks.apply(out, y, k, self.r_hat, len(self.index))
 
     def apply(self, x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         """``x @ delta(M)`` for x [N, d_in], computed on activations as the reference does
-        (what the training path runs: O(N r_hat^2), not O(N d_in d_out))."""
-        if self.type == 1:
-            y = self.compressed(x) @ M
-            return self.add_tiled(y.new_zeros(y.shape[0], self.d_out), y, 1)
-        # type 6: chunk c through R_c M, one batched matmul
-        chunks, n = self._chunks(x), len(self.index) // self.r_hat
-        rot = self._tables(M)["rot"]
-        y = (chunks.transpose(0, 1) @ (rot @ M)).transpose(0, 1).reshape(-1, n * self.r_hat)
-        width = y.shape[1]
-        if width < self.d_out:
-            y = y.repeat(1, -(-self.d_out // width))
-        return y[:, : self.d_out]
+        (what the training path runs: O(N r_hat^2) per chunk sum, not O(N d_in d_out))."""
+        out = x.new_zeros(x.shape[0], self.d_out)
+        return self.add_decompressed(out, self.inner(x, M), 1)
 
 
-# Type 1's compression and tiling as autograd functions: written with slices and in-place adds,
-# autograd's own backward of those (zeros, clones, copy-slices) cost MoRA's step more than its
-# matmuls did (bench/adapter_step.py). Each backward reads the incoming gradient once.
+# The compression and decompression as autograd functions: written with slices and in-place
+# adds, autograd's own backward of those (zeros, clones, copy-slices, a concatenation) cost
+# MoRA's step more than its matmuls did (bench/adapter_step.py). Each backward reads the
+# incoming gradient once. Padding: the last chunk is the input's tail, then its first
+# r - tail features again (the reference's ``cat([x, x[..., :pad]])``).
 
 
 class _Compress(torch.autograd.Function):
+    """x [N, d] -> the padded chunks summed, [N, r] (type 1)."""
+
     @staticmethod
     def forward(ctx, x, r):
         d = x.shape[1]
         full, tail = divmod(d, r)
         ctx.r, ctx.d = r, d
         s = x[:, : full * r].reshape(-1, full, r).sum(1)
-        if tail:  # the last chunk: the input's tail, then its first r - tail features again
+        if tail:
             s[:, :tail] += x[:, full * r:]
             s[:, tail:] += x[:, : r - tail]
         return s
@@ -174,15 +182,53 @@ class _Compress(torch.autograd.Function):
     def backward(ctx, g):
         r, d = ctx.r, ctx.d
         full, tail = divmod(d, r)
-        gx = g.new_empty(g.shape[0], d)
-        gx[:, : full * r].view(-1, full, r).copy_(g[:, None])
+        N = g.shape[0]
+        gx = g.new_empty(N, d)
+        gx[:, : full * r].view(N, full, r).copy_(g[:, None])
         if tail:
             gx[:, full * r:] = g[:, :tail]
             gx[:, : r - tail] += g[:, tail:]
         return gx, None
 
 
+class _Chunks(torch.autograd.Function):
+    """x [N, d] -> the first ``used`` padded chunks chunk-major, [used, N, r] (type 6's)."""
+
+    @staticmethod
+    def forward(ctx, x, r, used):
+        N, d = x.shape
+        full, tail = divmod(d, r)
+        ctx.r, ctx.d, ctx.used = r, d, used
+        c = x.new_empty(used, N, r)
+        m = min(full, used)
+        c[:m].copy_(x[:, : m * r].view(N, m, r).transpose(0, 1))
+        if used > full:  # the last chunk: the input's tail, then its first features again
+            c[full, :, :tail] = x[:, full * r:]
+            c[full, :, tail:] = x[:, : r - tail]
+        return c
+
+    @staticmethod
+    def backward(ctx, g):
+        r, d, used = ctx.r, ctx.d, ctx.used
+        full, tail = divmod(d, r)
+        N, m = g.shape[1], min(full, used)
+        every = used > full or m * r == d  # every input feature gets a gradient written
+        gx = g.new_empty(N, d) if every else g.new_zeros(N, d)
+        gx[:, : m * r].view(N, m, r).copy_(g[:m].transpose(0, 1))
+        if used > full:
+            gx[:, full * r:] = g[full, :, :tail]
+            gx[:, : r - tail] += g[full, :, tail:]
+        return gx, None, None
+
+
+def _segments(d: int, width: int):
+    """(column offset, length) of the tiles a decompressed output of ``width`` fills in d."""
+    return [(o, min(width, d - o)) for o in range(0, d, width)]
+
+
 class _AddTiled(torch.autograd.Function):
+    """out [N, k d] += y [N, k r] tiled block by block (type 1)."""
+
     @staticmethod
     def forward(ctx, out, y, k, r):
         N, d = out.shape[0], out.shape[1] // k
@@ -202,13 +248,46 @@ class _AddTiled(torch.autograd.Function):
         N = g.shape[0]
         gv = g.view(N, k, d)
         full, rest = divmod(d, r)
-        if full:
-            gy = gv[:, :, : full * r].reshape(N, k, full, r).sum(2)
-        else:
-            gy = g.new_zeros(N, k, r)
+        gy = gv[:, :, : full * r].reshape(N, k, full, r).sum(2) if full else g.new_zeros(N, k, r)
         if rest:
             gy[:, :, :rest] += gv[:, :, full * r:]
         return g, gy.view(N, k * r), None, None
+
+
+class _AddChunks(torch.autograd.Function):
+    """out [N, k d] += y [used, N, k r]: each block's chunk outputs concatenated (``width`` =
+    n r of them, of which the first ``used`` are given: all where the width is tiled), then
+    cut to d or tiled (type 6)."""
+
+    @staticmethod
+    def forward(ctx, out, y, k, r, width):
+        used, N = y.shape[:2]
+        d = out.shape[1] // k
+        ctx.k, ctx.r, ctx.d, ctx.used, ctx.width = k, r, d, used, width
+        o, yv = out.view(N, k, d), y.view(used, N, k, r).permute(1, 2, 0, 3)  # [N, k, used, r]
+        for off, m in _segments(d, width):
+            c, rest = divmod(m, r)
+            if c:
+                o[:, :, off : off + c * r].view(N, k, c, r).add_(yv[:, :, :c])
+            if rest:
+                o[:, :, off + c * r : off + m].add_(yv[:, :, c, :rest])
+        ctx.mark_dirty(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        k, r, d, used, width = ctx.k, ctx.r, ctx.d, ctx.used, ctx.width
+        N = g.shape[0]
+        gv = g.view(N, k, d)
+        gy = g.new_zeros(used, N, k, r)
+        gyv = gy.permute(1, 2, 0, 3)  # [N, k, used, r], a view
+        for off, m in _segments(d, width):
+            c, rest = divmod(m, r)
+            if c:
+                gyv[:, :, :c] += gv[:, :, off : off + c * r].view(N, k, c, r)
+            if rest:
+                gyv[:, :, c, :rest] += gv[:, :, off + c * r : off + m]
+        return g, gy.view(used, N, k * r), None, None, None
 
 
 _SHARED: dict[tuple[int, int, int, int], MoraMaps] = {}

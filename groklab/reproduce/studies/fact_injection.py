@@ -35,6 +35,8 @@ def _inject(options: dict, runs_dir: Path, run_dir: Path) -> None:
 
 
 def runs(scale: str, seeds: int) -> list[RunSpec]:
+    """One grokked base; every injection once per seed (its new facts, replayed rows and
+    adapter start drawn from the seed). Seed 0's runs carry no suffix, seed s's end in -s{s}."""
     t = TINY_COMPOSITION if scale == "tiny" else ()
     base = "composition" if scale == "tiny" else "composition-fast"
     out = [RunSpec("base", base, t, label="base (grokked)")]
@@ -42,16 +44,43 @@ def runs(scale: str, seeds: int) -> list[RunSpec]:
               "lr": 1e-3, "replay": 1.0, "eval_every": 10,
               "probe_size": 200 if scale == "tiny" else 1000}
     spectrum = () if scale == "tiny" else (("injection", {}),)  # tiny: tests/test_inject.py
-    for r in RANKS[scale]:
-        for name, kind, mtype in ADAPTERS[: 2 if scale == "tiny" else None]:
-            opts = {**common, "adapter": kind, "rank": r, "mora_type": mtype}
-            out.append(RunSpec(f"{name}-r{r}", base, (f"inject {kind} r={r} type={mtype}",),
-                               spectrum, label=f"{name} r={r}",
-                               execute=partial(_inject, opts)))
-    for kind in () if scale == "tiny" else ("full", "last"):
-        out.append(RunSpec(kind, base, (f"inject {kind}",), spectrum, label=kind,
-                           execute=partial(_inject, {**common, "adapter": kind})))
+    for seed in range(seeds):
+        sfx = f"-s{seed}" if seed else ""
+        for r in RANKS[scale]:
+            for name, kind, mtype in ADAPTERS[: 2 if scale == "tiny" else None]:
+                opts = {**common, "adapter": kind, "rank": r, "mora_type": mtype, "seed": seed}
+                out.append(RunSpec(f"{name}-r{r}{sfx}", base,
+                                   (f"inject {kind} r={r} type={mtype} seed={seed}",), spectrum,
+                                   label=f"{name} r={r}", execute=partial(_inject, opts)))
+        for kind in () if scale == "tiny" else ("full", "last"):
+            out.append(RunSpec(f"{kind}{sfx}", base, (f"inject {kind} seed={seed}",), spectrum,
+                               label=kind, execute=partial(_inject, {**common, "adapter": kind,
+                                                                     "seed": seed})))
     return out
+
+
+def _config(name: str) -> str:
+    """A run's configuration: its name without the seed suffix."""
+    head, _, tail = name.rpartition("-s")
+    return head if head and tail.isdigit() else name
+
+
+def _seeds(r: Runs, config: str) -> list[str]:
+    """The runs of one configuration, seed 0 first."""
+    return [n for n in r.names() if _config(n) == config]
+
+
+def _configs(r: Runs, prefixes=("lora", "mora", "full", "last")) -> list[str]:
+    return list(dict.fromkeys(_config(n) for n in r.names() if n.startswith(prefixes)))
+
+
+def _join(values, fmt="{:g}", sep="/") -> str:
+    return sep.join(fmt.format(v) for v in values)
+
+
+def _note(r: Runs) -> str:
+    return " (one value per seed, seed 0 first)" if len(_seeds(r, "lora-r" + str(
+        RANKS[r.scale][0]))) > 1 else ""
 
 
 def _step(r: Runs, name: str) -> float:
@@ -62,14 +91,16 @@ def _step(r: Runs, name: str) -> float:
 def _memorization(r: Runs) -> Measured:
     rows, holds = [], True
     for rank in RANKS[r.scale]:
-        lo, mo = _step(r, f"lora-r{rank}"), _step(r, f"mora-r{rank}")
-        m6 = _step(r, f"mora6-r{rank}") if f"mora6-r{rank}" in r.names() else float("inf")
-        holds &= min(mo, m6) <= lo and min(mo, m6) < float("inf")  # MoRA did memorize
-        rows.append(f"r={rank}: LoRA {lo:g}, MoRA-1 {mo:g}, MoRA-6 {m6:g}")
-    full = _step(r, "full") if "full" in r.names() else None
-    shown = "" if full is None else f"; full {full:g}"
-    return Measured("steps to new facts 0.99: " + "; ".join(rows) + shown, holds,
-                    {"rows": rows, "full": full})
+        lo = [_step(r, n) for n in _seeds(r, f"lora-r{rank}")]
+        mo = [_step(r, n) for n in _seeds(r, f"mora-r{rank}")]
+        m6 = [_step(r, n) for n in _seeds(r, f"mora6-r{rank}")] or [float("inf")] * len(mo)
+        for a, b, c in zip(lo, mo, m6):  # every seed: MoRA memorized, no later than LoRA
+            holds &= min(b, c) <= a and min(b, c) < float("inf")
+        rows.append(f"r={rank}: LoRA {_join(lo)}, MoRA-1 {_join(mo)}, MoRA-6 {_join(m6)}")
+    full = [_step(r, n) for n in _seeds(r, "full")]
+    shown = f"; full {_join(full)}" if full else ""
+    return Measured("steps to new facts 0.99: " + "; ".join(rows) + shown + _note(r), holds,
+                    {"rows": rows, "full": full or None})
 
 
 def _retention(r: Runs) -> Measured:
@@ -82,21 +113,22 @@ def _retention(r: Runs) -> Measured:
         detail[name] = {"test_id": keep, "atomic_id": r.final(name, "acc/atomic_id")}
         if name.startswith(("lora", "mora")):
             worst = min(worst, keep - base)
-    shown = ", ".join(f"{n} {d['test_id']:.3f}" for n, d in detail.items())
-    return Measured(f"base test_id {base:.3f}; after injection: {shown}", worst >= -0.05,
+    shown = ", ".join(f"{c} {_join([detail[n]['test_id'] for n in _seeds(r, c)], '{:.3f}')}"
+                      for c in _configs(r))
+    return Measured(f"base test_id {base:.3f}; after injection: {shown}{_note(r)}",
+                    worst >= -0.05,
                     {"base": base, **detail})
 
 
 def _composition(r: Runs) -> Measured:
-    detail = {}
-    for name in r.names():
-        if name == "base":
-            continue
-        detail[name] = {k: r.final(name, f"acc/{k}") for k in ("compose_first", "compose_second")}
+    detail = {n: {k: r.final(n, f"acc/{k}") for k in ("compose_first", "compose_second")}
+              for n in r.names() if n != "base"}
     best = max(max(d.values()) for d in detail.values())
-    shown = ", ".join(f"{n} {d['compose_first']:.3f}/{d['compose_second']:.3f}"
-                      for n, d in detail.items())
-    return Measured(f"first-hop-new / second-hop-new accuracy: {shown}", best >= COMPOSE, detail)
+    shown = ", ".join(
+        c + " " + _join([f"{detail[n]['compose_first']:.3f}/{detail[n]['compose_second']:.3f}"
+                         for n in _seeds(r, c)], "{}", " & ") for c in _configs(r))
+    return Measured(f"first-hop-new / second-hop-new accuracy: {shown}{_note(r)}",
+                    best >= COMPOSE, detail)
 
 
 def _analyses(r: Runs, prefixes=("lora", "mora")) -> dict[str, dict]:
@@ -118,15 +150,19 @@ def _lookup(r: Runs) -> Measured:
     got = {n: (a["at_answer_from"].get("new", -1), a["at_answer_from"].get("atomic_id", -1))
            for n, a in _analyses(r, ("lora", "mora", "full", "last")).items()}
     holds = all(0 <= new <= old for new, old in got.values())
-    shown = ", ".join(f"{n} {new}/{old}" for n, (new, old) in got.items())
-    return Measured(f"layer new / old facts reach the answer position: {shown}", holds,
+    shown = ", ".join(c + " " + " & ".join(f"{got[n][0]}/{got[n][1]}" for n in _seeds(r, c)
+                                           if n in got) for c in _configs(r))
+    return Measured(f"layer new / old facts reach the answer position: {shown}{_note(r)}", holds,
                     {n: {"new": a, "old": b} for n, (a, b) in got.items()})
 
 
 def _rank(r: Runs) -> Measured:
     med = {n: a["median_significant"] for n, a in _analyses(r).items()}
-    holds = all(med.get(f"mora-r{k}", 0) > med.get(f"lora-r{k}", 0) for k in RANKS[r.scale])
-    return Measured(", ".join(f"{n} {v:g}" for n, v in med.items()), holds, med)
+    holds = all(med.get(m, 0) > med.get(lo, 0) for k in RANKS[r.scale]
+                for lo, m in zip(_seeds(r, f"lora-r{k}"), _seeds(r, f"mora-r{k}")))
+    shown = ", ".join(f"{c} {_join([med[n] for n in _seeds(r, c) if n in med])}"
+                      for c in _configs(r, ("lora", "mora")))
+    return Measured(shown + _note(r), holds, med)
 
 
 STUDY = Study(

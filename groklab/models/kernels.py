@@ -78,19 +78,18 @@ def _adapted(out, x2, adapters, widths):
 def _fused_qkv(attn, Wq, Wk, Wv):
     """[d_model, 3 * n_heads * d_head]: the per-head weights side by side, as one matmul reads
     them. The permuted copy costs as much as a few matmuls at d_model 768 (7 ms a layer on one
-    CPU thread), so where no gradient flows through the weights (a frozen base under adapters,
-    evaluation) it is kept between calls until a weight changes (its version counter moves) or
-    is replaced."""
+    CPU thread), so for frozen weights (a base under adapters) it is kept between calls until a
+    weight changes (its version counter moves) or is replaced. Only frozen ones: a trainable
+    weight may be changed where no version counter sees it (a replayed CUDA graph step,
+    ``p.data`` writes)."""
     h, d, dh = Wq.shape
 
     def fuse():
         return torch.cat([Wq, Wk, Wv]).permute(1, 0, 2).reshape(d, 3 * h * dh)
 
     ws = (Wq, Wk, Wv)
-    if (torch.is_grad_enabled() and any(w.requires_grad for w in ws)) or any(
-            torch._C._functorch.is_functorch_wrapped_tensor(w) for w in ws):
+    if any(w.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(w) for w in ws):
         return fuse()
-    # `.data =` (module.to(), some loaders) swaps the storage without moving the version
     versions = tuple((w._version, w.data_ptr(), w.dtype, w.device) for w in ws)
     cached = getattr(attn, "_qkv_fused", None)
     if cached is not None and cached[1] == versions and all(

@@ -102,7 +102,8 @@ def _loss_and_grads(model, run, y):
 
 
 @pytest.mark.parametrize("kw", [{}, {"n_loops": 2}, {"normalization_type": None},
-                                {"tie_word_embeddings": False}, {"n_layers": 1}])
+                                {"tie_word_embeddings": False}, {"n_layers": 1},
+                                {"positional": "rotary"}])
 @pytest.mark.parametrize("answer", [True, False])
 def test_speed_paths_equal_the_readable_forward(kw, answer):
     """groklab.models.fast (fused LayerNorm and attention, the answer-only last block) gives the

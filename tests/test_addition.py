@@ -207,6 +207,8 @@ def test_length_grid_scores_every_cell(learned_run):
     (["model.positional=abacus", "model.abacus_max_offset=5", "model.abacus_table=20"],
      "abacus_table 20 is too small"),
     (["model.abacus_max_offset=-1"], "abacus_max_offset"),
+    (["model.abacus_zero_fraction=1"], "abacus_zero_fraction must be in [0, 1)"),
+    (["model.positional=abacus", "model.abacus_learned=false"], "needs model.abacus_init"),
     (["model.n_loops=2", "model.eval_loops=1"], "eval_loops"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, sets, message):
@@ -293,3 +295,39 @@ def test_abacus_sinusoidal_init_gives_digit_rows_a_relative_structure(small):
     near = (plain[1:-3] * plain[4:]).sum(-1)
     assert near.std() > 10 * dots.std()
     assert not table[0].any()  # non-digits start with no position
+
+
+def test_abacus_frozen_table_is_fixed_sines_whatever_its_size_and_no_step_moves_it(small):
+    from groklab.models.positions import FROZEN_SPAN, sinusoidal_rows
+
+    kw = dict(positional="abacus", abacus_max_offset=3, abacus_init="sinusoidal",
+              abacus_learned=False)
+    model = _model(small, **kw)
+    table = model.W_abacus.detach().clone()
+    assert not model.W_abacus.requires_grad
+    # a larger table (a longer evaluation grid) gives the same rows their same values
+    bigger = _model(small, **kw, abacus_table=len(table) + 40).W_abacus.detach()
+    assert torch.equal(bigger[: len(table)], table)
+    # rows of norm 1 (std d_model ** -0.5), the size a learned table grows to
+    assert torch.allclose(table[1:], sinusoidal_rows(len(table), 32, 32 ** -0.5, FROZEN_SPAN)[1:])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = small.train.inputs[:8]
+    model.train()(x).logsumexp(-1).mean().backward()
+    opt.step()
+    assert model.W_abacus.grad is None and torch.equal(model.W_abacus, table)
+    learned = _model(small, **{**kw, "abacus_learned": True})
+    assert learned.W_abacus.requires_grad  # the default still learns its table
+
+
+def test_abacus_zero_fraction_draws_offset_zero_at_its_rate():
+    from groklab.models.positions import abacus_offset
+
+    pos = torch.tensor([[1, 2, 0, 1]]).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    k = (abacus_offset(pos, 9, True, "row", 0.5, gen) - pos)[:, 0]
+    # P(k = 0) = p + (1 - p) / 10; every other k keeps (1 - p) / 10
+    assert abs((k == 0).float().mean().item() - 0.55) < 0.015
+    assert abs((k == 9).float().mean().item() - 0.05) < 0.006 and k.max() == 9
+    plain = (abacus_offset(pos, 9, True, "row", 0.0, gen) - pos)[:, 0]
+    assert abs((plain == 0).float().mean().item() - 0.1) < 0.01
+    assert torch.equal(abacus_offset(pos, 9, False, "row", 0.5, gen), pos)

@@ -181,6 +181,8 @@ INVALID = {
                                      st.lists(words.filter(bool), min_size=1, max_size=2)),
     "model.abacus_offset": literal(M["abacus_offset"]),
     "model.abacus_init": literal(M["abacus_init"]),
+    "model.abacus_learned": boolean,
+    "model.abacus_zero_fraction": unit_open,
     "model.loop_injection": literal(M["loop_injection"]),
     "model.eval_loops": derived_int,  # -1 or at least n_loops (1)
     "model.order": literal(M["order"]),

@@ -62,6 +62,12 @@ class ModelConfig(BaseModel):
     # normal: the table drawn like every matrix (the reference's); sinusoidal: digit rows start
     # as sines and cosines of the index (still learned; a deviation, models/positions.py)
     abacus_init: Literal["normal", "sinusoidal"] = "normal"
+    # false: the sinusoidal table is frozen, its frequencies fixed (not set by the table's
+    # size), so every index has the same geometry, trained or not (models/positions.py)
+    abacus_learned: bool = True
+    # an extra share of training rows (or passes) with offset 0, evaluation's, on top of the
+    # uniform draw: P(k = 0) = p + (1 - p) / (abacus_max_offset + 1); 0: the uniform draw only
+    abacus_zero_fraction: float = 0.0
     # Looped depth: before every pass of the stack after the first, the embedded input is
     # added to the residual stream again ("add", McLeish et al.'s input injection) or not.
     loop_injection: Literal["none", "add"] = "none"
@@ -106,6 +112,12 @@ class ModelConfig(BaseModel):
             raise ValueError(f"model.abacus_table {self.abacus_table} leaves no row for a digit "
                              f"after model.abacus_max_offset {self.abacus_max_offset}; need "
                              "abacus_table > abacus_max_offset + 1 (or -1: derived)")
+        if not (finite(self.abacus_zero_fraction) and 0.0 <= self.abacus_zero_fraction < 1.0):
+            raise ValueError(f"model.abacus_zero_fraction must be in [0, 1), got "
+                             f"{self.abacus_zero_fraction}")
+        if not self.abacus_learned and self.abacus_init != "sinusoidal":
+            raise ValueError("model.abacus_learned=false freezes the sinusoidal table: it needs "
+                             f"model.abacus_init=sinusoidal, got {self.abacus_init}")
         if not (finite(self.rotary_base) and self.rotary_base > 1):
             raise ValueError(f"model.rotary_base must be > 1 and finite, got {self.rotary_base}")
         if self.architecture == "sigma_gpt" and self.d_model % 2:

@@ -22,6 +22,12 @@
              the answer with digits i and i+1 of the operands is relative from the start and
              holds for indices that never occurred together in training. A deviation from the
              reference (which draws its table like every matrix), measured in docs/methods.md.
+             Two more, off by default: ``abacus_learned: false`` freezes that sinusoidal table
+             (frequencies from 1 to 1/FROZEN_SPAN, fixed, so a row's value does not depend on
+             the table's size): an index never reached in training is then no untrained row,
+             it has the geometry of every other; ``abacus_zero_fraction: p`` draws k = 0 with
+             probability p before the uniform draw, so a wide offset range keeps evaluation's
+             k = 0 common.
 """
 
 from __future__ import annotations
@@ -45,24 +51,35 @@ def abacus_positions(tokens: torch.Tensor, is_digit: torch.Tensor) -> torch.Tens
 
 
 def abacus_offset(positions: torch.Tensor, max_offset: int, training: bool,
-                  per: str = "batch") -> torch.Tensor:
+                  per: str = "batch", zero_fraction: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """``positions`` with a random offset added to every digit (training only): one for the
     whole batch (``per="batch"``, the reference's), or one per row (``per="row"``: all the
-    numbers of a row share it, so a, b and c stay aligned). Drawn on the positions' device
-    from the default generator: no host sync."""
+    numbers of a row share it, so a, b and c stay aligned). k ~ U{0..max_offset}, or 0 with
+    probability ``zero_fraction`` first (evaluation's offset kept common while the range
+    reaches far indices). Drawn on the positions' device (from the default generator unless
+    ``generator``): no host sync."""
     if not training or max_offset <= 0:
         return positions
     shape = positions.shape[:-1] + (1,) if per == "row" else ()
-    k = torch.randint(0, max_offset + 1, shape, device=positions.device)
+    dev = positions.device
+    k = torch.randint(0, max_offset + 1, shape, device=dev, generator=generator)
+    if zero_fraction > 0:  # drawn only when asked: the default keeps its random stream
+        k = torch.where(torch.rand(shape, device=dev, generator=generator) < zero_fraction, 0, k)
     return torch.where(positions > 0, positions + k, positions)
 
 
-def sinusoidal_rows(n_rows: int, d_model: int, scale: float) -> torch.Tensor:
+FROZEN_SPAN = 128  # a frozen table's slowest frequency: 1/128 radians per index
+
+
+def sinusoidal_rows(n_rows: int, d_model: int, scale: float, span: int | None = None
+                    ) -> torch.Tensor:
     """[n_rows, d_model]: row i = scale * sqrt(2) * (sin(i w_1..w_h), cos(i w_1..w_h)), h =
-    d_model // 2 frequencies spaced geometrically from 1 down to 1/n_rows radians per index
-    (row entries have standard deviation ``scale``, as a normal init of that std has)."""
+    d_model // 2 frequencies spaced geometrically from 1 down to 1/span radians per index
+    (span: n_rows unless given; a fixed span gives every row the same value whatever the
+    table's size). Row entries have standard deviation ``scale``, as a normal init's."""
     half = d_model // 2
-    freq = torch.logspace(0, -math.log10(n_rows), half, dtype=torch.float64)
+    freq = torch.logspace(0, -math.log10(span or n_rows), half, dtype=torch.float64)
     angles = torch.arange(n_rows, dtype=torch.float64)[:, None] * freq[None, :]
     table = torch.cat([angles.sin(), angles.cos()], -1) * scale * math.sqrt(2)
     if d_model % 2:

@@ -217,7 +217,8 @@ class HookedTransformer(StackedWeights, HookedRootModule):
             if not cfg.abacus_digits:
                 raise ValueError("model.positional=abacus needs the digit token ids "
                                  "(model.abacus_digits; for_task takes the task's numbers)")
-            self.W_abacus = nn.Parameter(torch.empty(cfg.abacus_table, cfg.d_model))
+            self.W_abacus = nn.Parameter(torch.empty(cfg.abacus_table, cfg.d_model),
+                                         requires_grad=cfg.abacus_learned)
             is_digit = torch.zeros(cfg.d_vocab, dtype=torch.bool)
             is_digit[cfg.abacus_digits] = True
             self.register_buffer("is_digit", is_digit, persistent=False)
@@ -258,7 +259,11 @@ class HookedTransformer(StackedWeights, HookedRootModule):
                     p.normal_(0.0, std * scale)
         if cfg.positional == "abacus" and cfg.abacus_init == "sinusoidal":
             std = cfg.initializer_range if cfg.init_mode == "gpt2" else cfg.d_model ** -0.5
-            self.W_abacus.copy_(positions.sinusoidal_rows(cfg.abacus_table, cfg.d_model, std))
+            span = None if cfg.abacus_learned else positions.FROZEN_SPAN
+            if not cfg.abacus_learned:  # rows of norm 1: the size a learned table grows to
+                std = cfg.d_model ** -0.5  # (measured: ~1 from 0.16 at d_model 64)
+            self.W_abacus.copy_(positions.sinusoidal_rows(cfg.abacus_table, cfg.d_model, std,
+                                                          span))
             # Non-digits start with no position: a row 0 that looked like index 0 of the sines
             # (or a random one) reads as the neighbour of index 1, and with offsets the first
             # digit sits at index 1 only when k = 0, too rarely to unlearn it (measured: the
@@ -288,7 +293,7 @@ class HookedTransformer(StackedWeights, HookedRootModule):
         if self.cfg.positional == "abacus":
             idx = positions.abacus_positions(tokens, self.is_digit)
             idx = positions.abacus_offset(idx, self.cfg.abacus_max_offset, self.training,
-                                          self.cfg.abacus_offset)
+                                          self.cfg.abacus_offset, self.cfg.abacus_zero_fraction)
             return F.embedding(idx, self.W_abacus)
         return None
 

@@ -63,7 +63,8 @@ def make(kind: str, cfg, rank: int, device):
         with torch.no_grad():
             for p in ad.parameters():
                 p.normal_(0, 1e-3)
-        opt = torch.optim.AdamW(ad.parameters(), lr=1e-3, weight_decay=0.0)
+        opt = torch.optim.AdamW(ad.parameters(), lr=1e-3, weight_decay=0.0,
+                                fused=device.type in ("cpu", "cuda"))  # as groklab inject
     return model, opt
 
 

@@ -144,9 +144,10 @@ def main() -> None:
             times[k].append((time.perf_counter() - t) / args.steps * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}
     for k in kinds:
+        floor = flops_floor(cfg, k, args.rank)
         print(json.dumps({"variant": k, "rank": args.rank, "ms_per_step": round(ms[k], 3),
                           "vs_frozen": round(ms[k] / ms["frozen"], 3),
-                          "vs_full": round(ms[k] / ms["full"], 3), "flops_floor": flops_floor(cfg, k, args.rank),
+                          "vs_full": round(ms[k] / ms["full"], 3), "flops_floor": floor,
                           "preset": args.preset, "set": args.set,
                           "d_model": cfg.d_model, "rows": len(idx), "device": str(device),
                           "threads": torch.get_num_threads(), "host": platform.node()}))

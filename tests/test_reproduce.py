@@ -134,3 +134,16 @@ def test_checkpoints_early_and_last_name_the_memorization_regime_and_the_end():
     assert select_checkpoints(avail, "last,0") == [0, 300]
     with pytest.raises(AnalysisError, match="early and last may appear"):
         select_checkpoints(avail, "early,bogus", early=lambda a: 100)
+
+
+def test_fact_injection_seeds_name_runs_and_group_them_by_configuration():
+    """--seeds N: one base, every injection once per seed (seed 0 unsuffixed, others -sK, each
+    injected with its own seed); claims group a configuration's seeds, seed 0 first."""
+    from groklab.reproduce.studies import fact_injection as fi
+
+    specs = fi.runs("tiny", 2)
+    names = [s.name for s in specs]
+    assert names == ["base", "lora-r2", "mora-r2", "lora-r2-s1", "mora-r2-s1"]
+    assert [s.execute.args[0]["seed"] for s in specs[1:]] == [0, 0, 1, 1]
+    assert [fi._config(n) for n in names] == ["base", "lora-r2", "mora-r2", "lora-r2", "mora-r2"]
+    assert fi._config("mora6-r32") == "mora6-r32" and fi._config("last-s3") == "last"

@@ -196,7 +196,8 @@ class MoRA(Delta):
         return self.maps.apply(x, self.M)
 
     def factors(self):
-        """(the fixed maps, M): x @ dW = maps.add_decompressed(0, maps.inner(x, M), 1)."""
+        """(the fixed maps, M), which ``kernels._adapted`` runs as ``maps.inner`` then
+        ``maps.add_decompressed`` (several q/k/v adapters sharing the maps at once)."""
         return self.maps, self.M
 
     def tensors(self) -> dict[str, torch.Tensor]:

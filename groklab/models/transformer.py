@@ -258,10 +258,11 @@ class HookedTransformer(StackedWeights, HookedRootModule):
                         scale = 1.0 / math.sqrt(2 * cfg.n_layers * cfg.n_loops)
                     p.normal_(0.0, std * scale)
         if cfg.positional == "abacus" and cfg.abacus_init == "sinusoidal":
-            std = cfg.initializer_range if cfg.init_mode == "gpt2" else cfg.d_model ** -0.5
-            span = None if cfg.abacus_learned else positions.FROZEN_SPAN
-            if not cfg.abacus_learned:  # rows of norm 1: the size a learned table grows to
-                std = cfg.d_model ** -0.5  # (measured: ~1 from 0.16 at d_model 64)
+            if cfg.abacus_learned:
+                std = cfg.initializer_range if cfg.init_mode == "gpt2" else cfg.d_model ** -0.5
+                span = None
+            else:  # rows of norm 1, the size a learned table grows to (~1 from 0.16 at d 64)
+                std, span = cfg.d_model ** -0.5, positions.FROZEN_SPAN
             self.W_abacus.copy_(positions.sinusoidal_rows(cfg.abacus_table, cfg.d_model, std,
                                                           span))
             # Non-digits start with no position: a row 0 that looked like index 0 of the sines
